@@ -1,0 +1,98 @@
+# nix-infra's pure cluster library: builtins only, no nixpkgs.
+#
+#   let infra = import ./lib; in (infra.evalCluster spec).manifest
+#
+# One file per concern; the tests of each live in lib/tests/<file>.nix.
+let
+  constants = import ./constants.nix;
+  check = import ./check.nix;
+  ip = import ./ip.nix;
+  spec = import ./spec.nix;
+  addresses = import ./addresses.nix;
+  mesh = import ./mesh.nix;
+  placement = import ./placement.nix;
+  waves = import ./waves.nix;
+  validate = import ./validate.nix;
+  manifest = import ./manifest.nix;
+
+  formatErrors =
+    errors:
+    "nix-infra: the cluster spec has ${toString (builtins.length errors)} error${if builtins.length errors == 1 then "" else "s"}:\n"
+    + builtins.concatStringsSep "\n" (map (e: "  - ${e}") errors);
+in
+{
+  inherit constants check ip spec addresses mesh placement waves validate manifest;
+
+  /**
+    Evaluate a cluster spec (see docs/cluster-spec.md) into everything the
+    modules and the orchestrator need.
+
+    Takes the spec attrset; returns
+      { spec      normalized spec, every default filled
+        nodes     per node: name type privateIp consumes hostedApps
+                  consumedApps consumerEnv credentials firewall wave etcd
+        etcdSeed  etcd key -> JSON value (static part of the mesh)
+        waves     list of lists of node names
+        manifest  the version-1 manifest (plain JSON data) }
+    Throws one message listing every error, each naming its field path,
+    as soon as any attribute of the result is used.
+
+    Example: (evalCluster (import ./example.nix)).manifest.nodes.ctrl001.privateIp
+      => "10.10.32.1"
+  */
+  evalCluster =
+    rawSpec:
+    let
+      shapeErrors = spec.shapeErrors rawSpec;
+      s = spec.normalize rawSpec;
+      addrs = addresses.assign s.provider.network s.nodes;
+      hosted = placement.appsByNode s.apps;
+      semanticErrors = validate.semanticErrors s addrs hosted;
+      errors = if shapeErrors != [ ] then shapeErrors else semanticErrors;
+
+      ipOf = builtins.mapAttrs (_: a: a.ip) addrs;
+      ws = waves.waves s.nodes;
+      waveOf = waves.waveOf ws;
+      byGroup = mesh.appsByGroup s.apps;
+      ctrls = builtins.filter (n: s.nodes.${n}.type == "ctrl") (builtins.attrNames s.nodes);
+      seed = mesh.seed s.nodes s.apps ipOf;
+
+      etcd = {
+        endpoints = map (n: "https://${ipOf.${n}}:${toString constants.ports.etcdClient}") ctrls;
+        initialCluster = builtins.concatStringsSep "," (map (n: "${n}=https://${ipOf.${n}}:${toString constants.ports.etcdPeer}") ctrls);
+        members = ctrls;
+      };
+
+      nodeData = builtins.mapAttrs (
+        name: n:
+        let
+          hostedApps = hosted.${name} or [ ];
+          consumedApps = builtins.concatMap (g: byGroup.${g}) n.consumes;
+        in
+        {
+          inherit name hostedApps consumedApps;
+          inherit (n) type consumes;
+          privateIp = ipOf.${name};
+          consumerEnv = mesh.consumerEnv consumedApps;
+          credentials = placement.credentials hostedApps;
+          firewall = placement.firewall n.type hostedApps;
+          wave = waveOf.${name};
+          etcd = etcd // { member = n.type == "ctrl"; };
+        }
+      ) s.nodes;
+    in
+    if errors != [ ] then
+      throw (formatErrors errors)
+    else
+      {
+        spec = s;
+        nodes = nodeData;
+        etcdSeed = seed;
+        waves = ws;
+        manifest = manifest.manifest {
+          inherit s nodeData seed;
+          waves = ws;
+          nodeLabels = manifest.nodeLabels;
+        };
+      };
+}

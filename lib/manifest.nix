@@ -1,0 +1,74 @@
+# The manifest: the one JSON document the orchestrator reads (version 1,
+# documented in docs/manifest.md, schema in docs/manifest.schema.json).
+let
+  c = import ./constants.nix;
+  ip = import ./ip.nix;
+in
+{
+  /**
+    The labels every cloud resource of a node carries: the user's labels
+    plus the ones nix-infra owns (cluster, node name, node type).
+
+    Example: nodeLabels "demo" { name = "w1"; type = "worker"; labels = { team = "a"; }; }
+      => { team = "a"; "nix-infra/cluster" = "demo"; "nix-infra/node" = "w1"; "nix-infra/type" = "worker"; }
+  */
+  nodeLabels =
+    cluster: n:
+    n.labels
+    // {
+      "${c.labelPrefix}cluster" = cluster;
+      "${c.labelPrefix}node" = n.name;
+      "${c.labelPrefix}type" = n.type;
+    };
+
+  /**
+    Build the manifest from a normalized spec and its derived data.
+
+    Takes { s; nodeData; waves; seed; } where nodeData is evalCluster's
+    per-node data; returns plain JSON-able data, `version = 1`.
+
+    Example: (manifest { ... }).version => 1
+  */
+  manifest =
+    { s, nodeData, waves, seed, nodeLabels }:
+    let
+      net = ip.parseCidr s.provider.network;
+    in
+    {
+      version = c.manifestVersion;
+      cluster = s.name;
+      provider = {
+        inherit (s.provider) type location networkZone image;
+      };
+      network = {
+        ipRange = s.provider.network;
+        subnet = s.provider.network;
+        gateway = ip.formatIPv4 (net.base + 1);
+        zone = s.provider.networkZone;
+      };
+      labels = {
+        "${c.labelPrefix}cluster" = s.name;
+      };
+      inherit (s.provider) sshKeys adminCidrs;
+      nodes = builtins.mapAttrs (
+        name: d:
+        let n = s.nodes.${name}; in
+        {
+          inherit name;
+          inherit (n) type location serverType image consumes;
+          privateIp = d.privateIp;
+          labels = nodeLabels s.name n;
+          system = "nixosConfigurations.${name}";
+          inherit (d) credentials wave firewall;
+          apps = map (a: a.name) d.hostedApps;
+        }
+      ) nodeData;
+      apps = builtins.mapAttrs (_: a: {
+        inherit (a) name group port publish nodes secrets protocol path healthCheck image;
+        envPrefix = a.envPrefix;
+      }) s.apps;
+      inherit waves;
+      etcdSeed = seed;
+      secrets = builtins.attrNames (builtins.listToAttrs (map (x: { name = x; value = null; }) (builtins.concatMap (a: a.secrets) (builtins.attrValues s.apps))));
+    };
+}

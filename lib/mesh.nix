@@ -1,0 +1,112 @@
+# The service mesh data: what each node consumes and the static etcd seed.
+#
+# Data model (kept compatible with nix-infra):
+#   /cluster/nodes/<node>                    {"name","ipv4","services":[groups]}
+#   /cluster/<group>/<app>/meta_data         {"publish":{"port"},"env_prefix","env":{...}}
+#   /cluster/<group>/<app>/instances/<node>  written by the nodes themselves
+# The seed holds only the static part; instances/ is never seeded.
+rec {
+  /**
+    The etcd key of a node's record.
+
+    Example: nodeKey "worker001" => "/cluster/nodes/worker001"
+  */
+  nodeKey = name: "/cluster/nodes/${name}";
+
+  /**
+    The etcd key of an app's meta data.
+
+    Example: metaDataKey { group = "backends"; name = "api"; } => "/cluster/backends/api/meta_data"
+  */
+  metaDataKey = app: "/cluster/${app.group}/${app.name}/meta_data";
+
+  /**
+    The etcd prefix under which an app's instances register.
+
+    Example: instancesPrefix { group = "backends"; name = "api"; } => "/cluster/backends/api/instances/"
+  */
+  instancesPrefix = app: "/cluster/${app.group}/${app.name}/instances/";
+
+  /**
+    The value of a node's record.
+
+    Takes a normalized node and its address; returns
+    { name; ipv4; services = consumed groups; }.
+
+    Example: nodeRecord { name = "w1"; consumes = [ "backends" ]; } "10.10.64.1"
+      => { name = "w1"; ipv4 = "10.10.64.1"; services = [ "backends" ]; }
+  */
+  nodeRecord = node: ipv4: {
+    inherit (node) name;
+    inherit ipv4;
+    services = node.consumes;
+  };
+
+  /**
+    The environment a consumer gets for an app, without its prefix.
+
+    Example: appEnv { protocol = "http"; publish = 5001; path = "/"; }
+      => { PROTOCOL = "http"; HOST = "127.0.0.1"; PORT = "5001"; PATH = "/"; }
+  */
+  appEnv = app: {
+    PROTOCOL = app.protocol;
+    HOST = "127.0.0.1";
+    PORT = toString app.publish;
+    PATH = app.path;
+  };
+
+  /**
+    The value of an app's meta_data record.
+
+    Example: metaData { publish = 5001; envPrefix = "API"; protocol = "http"; path = "/"; }
+      => { publish = { port = 5001; }; env_prefix = "API"; env = { ... }; }
+  */
+  metaData = app: {
+    publish.port = app.publish;
+    env_prefix = app.envPrefix;
+    env = appEnv app;
+  };
+
+  /**
+    The static etcd seed: an attrset from key to JSON-able value.
+
+    Takes normalized nodes, normalized apps and the node addresses
+    (name -> "a.b.c.d").
+
+    Example: seed { w1 = ...; } { api = ...; } { w1 = "10.10.64.1"; }
+      => { "/cluster/nodes/w1" = { ... }; "/cluster/backends/api/meta_data" = { ... }; }
+  */
+  seed =
+    nodes: apps: addresses:
+    builtins.listToAttrs (
+      map (n: { name = nodeKey n.name; value = nodeRecord n addresses.${n.name}; }) (builtins.attrValues nodes)
+      ++ map (a: { name = metaDataKey a; value = metaData a; }) (builtins.attrValues apps)
+    );
+
+  /**
+    The environment variables a consumer gets for the apps it consumes:
+    <PREFIX>_HOST, _PORT, _PROTOCOL, _PATH per app.
+
+    Example: consumerEnv [ { envPrefix = "API"; publish = 5001; ... } ]
+      => { API_HOST = "127.0.0.1"; API_PORT = "5001"; ... }
+  */
+  consumerEnv =
+    apps:
+    builtins.listToAttrs (
+      builtins.concatMap (
+        a:
+        let env = appEnv a; in
+        map (k: { name = "${a.envPrefix}_${k}"; value = env.${k}; }) (builtins.attrNames env)
+      ) apps
+    );
+
+  /**
+    Group apps by mesh group: { frontends = [..]; backends = [..]; services = [..]; }
+    (every group present, lists sorted by app name).
+
+    Example: (appsByGroup { api = { group = "backends"; ... }; }).backends => [ { name = "api"; ... } ]
+  */
+  appsByGroup =
+    apps:
+    { frontends = [ ]; backends = [ ]; services = [ ]; } // builtins.groupBy (a: a.group) (builtins.attrValues apps);
+}

@@ -1,0 +1,60 @@
+# Where apps run, and what that means per node: apps hosted, credentials
+# needed, firewall ports.
+let
+  c = import ./constants.nix;
+  check = import ./check.nix;
+in
+rec {
+  /**
+    The apps placed on each node: node name -> list of normalized apps
+    (sorted by app name). Nodes hosting nothing are absent.
+
+    Example: appsByNode { api = { name = "api"; nodes = [ "w1" "w2" ]; }; }
+      => { w1 = [ { name = "api"; ... } ]; w2 = [ { name = "api"; ... } ]; }
+  */
+  appsByNode =
+    apps:
+    builtins.mapAttrs (_: map (p: p.app)) (
+      builtins.groupBy (p: p.node) (builtins.concatMap (a: map (node: { inherit node; app = a; }) a.nodes) (builtins.attrValues apps))
+    );
+
+  /**
+    The credential names a node needs: the secrets of the apps placed on it,
+    sorted and without duplicates.
+
+    Example: credentials [ { secrets = [ "b" "a" ]; } { secrets = [ "a" ]; } ] => [ "a" "b" ]
+  */
+  credentials = hosted: check.uniqueSorted (builtins.concatMap (a: a.secrets) hosted);
+
+  /**
+    Firewall ports of a node.
+
+    Takes the node type and the apps it hosts; returns
+    { public = { tcp; udp; }; private = { tcp; udp; }; } with sorted port
+    lists. Public SSH is further limited to provider.adminCidrs by the cloud
+    firewall; private ports are opened on the private interface only.
+
+    Example: firewall "ingress" [ ]
+      => { public = { tcp = [ 22 80 443 ]; udp = [ ]; }; private = { tcp = [ ]; udp = [ 51820 ]; }; }
+  */
+  firewall =
+    type: hosted:
+    let
+      p = c.ports;
+      sortInts = builtins.sort builtins.lessThan;
+    in
+    {
+      public = {
+        tcp = [ p.ssh ] ++ (if type == "ingress" then [ p.http p.https ] else [ ]);
+        udp = [ ];
+      };
+      private = {
+        tcp = sortInts (
+          (if type == "ctrl" then [ p.etcdClient p.etcdPeer ] else [ ])
+          ++ (if type == "registry" then [ p.registry ] else [ ])
+          ++ map (a: a.port) hosted
+        );
+        udp = [ p.wireguard ];
+      };
+    };
+}

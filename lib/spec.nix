@@ -1,0 +1,264 @@
+# The cluster spec: shape validation and defaults.
+#
+# `shapeErrors` checks every field on its own (type, enum, syntax) and returns
+# all problems at once; `normalize` fills defaults and may assume a spec with
+# no shape errors. Cross-field rules (placement, port and address clashes)
+# live in validate.nix.
+let
+  c = import ./constants.nix;
+  check = import ./check.nix;
+  ip = import ./ip.nix;
+  inherit (check) show showList;
+
+  topFields = [ "name" "provider" "nodes" "apps" ];
+  providerFields = [ "type" "location" "networkZone" "network" "image" "sshKeys" "adminCidrs" ];
+  nodeFields = [ "type" "serverType" "location" "image" "privateIp" "labels" "consumes" ];
+  appFields = [
+    "group" "port" "publish" "nodes" "envPrefix" "image" "secrets" "protocol" "path" "healthCheck"
+  ];
+  healthCheckFields = [ "type" "path" "command" "intervalSeconds" "timeoutSeconds" ];
+  healthCheckTypes = [ "http" "tcp" "command" ];
+  protocols = [ "http" "tcp" ];
+  locations = builtins.attrNames c.locationZones;
+  zones = check.uniqueSorted (builtins.attrValues c.locationZones);
+
+  # Error list for an optional field: [] when absent, else `errs value`.
+  opt = attrs: field: errs: if attrs ? ${field} then errs attrs.${field} else [ ];
+  req = path: attrs: field: what: errs:
+    if attrs ? ${field} then errs attrs.${field} else [ "${path}.${field}: missing; expected ${what}" ];
+  enumErr = path: allowed: v:
+    if builtins.elem v allowed then [ ] else [ "${path}: ${show v} is not allowed; expected one of: ${showList allowed}" ];
+  stringListErr = path: what: ok: v:
+    if !(builtins.isList v) then
+      [ "${path}: expected a list of ${what}, got ${show v}" ]
+    else
+      builtins.concatLists (
+        builtins.genList (
+          i:
+          let x = builtins.elemAt v i; in
+          if ok x then [ ] else [ "${path}[${toString i}]: ${show x} is not ${what}" ]
+        ) (builtins.length v)
+      );
+  uniqueListErr = path: v:
+    let dups = check.duplicateKeys (builtins.groupBy (x: x) v); in
+    if dups == [ ] then [ ] else [ "${path}: lists ${showList dups} more than once" ];
+  portErr = path: v:
+    if check.isPort v then [ ] else [ "${path}: ${show v} is not a port; expected an integer from 1 to 65535" ];
+  secondsErr = path: v:
+    if builtins.isInt v && v >= 1 && v <= 3600 then [ ] else [ "${path}: ${show v} is not allowed; expected whole seconds from 1 to 3600" ];
+  attrsErr = path: v: if builtins.isAttrs v then [ ] else [ "${path}: expected an attribute set, got ${show v}" ];
+
+  providerErrors =
+    p:
+    let
+      path = "provider";
+    in
+    if !(builtins.isAttrs p) then
+      attrsErr path p
+    else
+      check.unknownFields path providerFields p
+      ++ opt p "type" (enumErr "${path}.type" c.providerTypes)
+      ++ req path p "location" "a Hetzner location (${showList locations})" (enumErr "${path}.location" locations)
+      ++ opt p "networkZone" (enumErr "${path}.networkZone" zones)
+      ++ opt p "network" (
+        v:
+        let n = ip.parseCidr v; in
+        if n == null then
+          [ "${path}.network: ${show v} is not an IPv4 network in CIDR form with no host bits set, e.g. \"10.10.0.0/16\"" ]
+        else if !(ip.isPrivateCidr v) then
+          [ "${path}.network: ${v} is not inside a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)" ]
+        else if n.prefixLength > 24 then
+          [ "${path}.network: ${v} is too small; the prefix length must be 24 or less (e.g. /16)" ]
+        else
+          [ ]
+      )
+      ++ opt p "image" (v: if builtins.isString v && v != "" then [ ] else [ "${path}.image: expected an image name such as \"debian-12\", got ${show v}" ])
+      ++ req path p "sshKeys" "a non-empty list of OpenSSH public keys" (
+        v:
+        stringListErr "${path}.sshKeys" "an OpenSSH public key (\"ssh-ed25519 AAAA... comment\")" check.isSshPublicKey v
+        ++ (if v == [ ] then [ "${path}.sshKeys: is empty; at least one operator key is needed to reach the nodes" ] else [ ])
+      )
+      ++ opt p "adminCidrs" (
+        v:
+        stringListErr "${path}.adminCidrs" "an IPv4 or IPv6 CIDR such as \"203.0.113.0/24\"" check.isAnyCidr v
+      );
+
+  nodeErrors =
+    providerType: name: n:
+    let
+      path = "nodes.${name}";
+    in
+    (if check.isDnsLabel name then [ ] else [ "${path}: the node name ${show name} is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ])
+    ++ (
+      if !(builtins.isAttrs n) then
+        attrsErr path n
+      else
+        check.unknownFields path nodeFields n
+        ++ req path n "type" "one of: ${showList c.nodeTypes}" (enumErr "${path}.type" c.nodeTypes)
+        ++ (
+          if providerType == "hetzner" then
+            req path n "serverType" "a Hetzner server type such as \"cx22\"" (
+              v: if builtins.isString v && builtins.match "[a-z0-9-]+" v != null then [ ] else [ "${path}.serverType: ${show v} is not a server type name such as \"cx22\"" ]
+            )
+          else
+            opt n "serverType" (v: if builtins.isString v then [ ] else [ "${path}.serverType: expected a string, got ${show v}" ])
+        )
+        ++ opt n "location" (enumErr "${path}.location" locations)
+        ++ opt n "image" (v: if builtins.isString v && v != "" then [ ] else [ "${path}.image: expected an image name, got ${show v}" ])
+        ++ opt n "privateIp" (v: if v == null || ip.parseIPv4 v != null then [ ] else [ "${path}.privateIp: ${show v} is not an IPv4 address" ])
+        ++ opt n "labels" (
+          v:
+          if !(builtins.isAttrs v) then
+            attrsErr "${path}.labels" v
+          else
+            builtins.concatMap (
+              k:
+              (if check.isLabelKey k then [ ] else [ "${path}.labels: key ${show k} is not a valid label key (alphanumerics, '-', '_', '.', at most 63 characters, optional DNS prefix and '/')" ])
+              ++ (if builtins.substring 0 (builtins.stringLength c.labelPrefix) k == c.labelPrefix then [ "${path}.labels.\"${k}\": the prefix ${c.labelPrefix} is reserved for labels nix-infra sets itself" ] else [ ])
+              ++ (if check.isLabelValue v.${k} then [ ] else [ "${path}.labels.\"${k}\": ${show v.${k}} is not a valid label value (a string of at most 63 alphanumerics, '-', '_', '.')" ])
+            ) (builtins.attrNames v)
+        )
+        ++ opt n "consumes" (v: stringListErr "${path}.consumes" "a group (${showList c.groups})" (x: builtins.elem x c.groups) v ++ (if builtins.isList v then uniqueListErr "${path}.consumes" v else [ ]))
+    );
+
+  healthCheckErrors =
+    path: h:
+    if !(builtins.isAttrs h) then
+      attrsErr path h
+    else
+      check.unknownFields path healthCheckFields h
+      ++ opt h "type" (enumErr "${path}.type" healthCheckTypes)
+      ++ opt h "path" (v: if builtins.isString v && builtins.substring 0 1 v == "/" then [ ] else [ "${path}.path: ${show v} must be a URL path starting with '/'" ])
+      ++ opt h "command" (v: if builtins.isString v && v != "" then [ ] else [ "${path}.command: expected a shell command string" ])
+      ++ (if (h.type or null) == "command" && !(h ? command) then [ "${path}.command: missing; a health check of type \"command\" needs a command" ] else [ ])
+      ++ opt h "intervalSeconds" (secondsErr "${path}.intervalSeconds")
+      ++ opt h "timeoutSeconds" (secondsErr "${path}.timeoutSeconds");
+
+  appErrors =
+    name: a:
+    let
+      path = "apps.${name}";
+    in
+    (if check.isDnsLabel name then [ ] else [ "${path}: the app name ${show name} is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ])
+    ++ (
+      if !(builtins.isAttrs a) then
+        attrsErr path a
+      else
+        check.unknownFields path appFields a
+        ++ req path a "group" "one of: ${showList c.groups}" (enumErr "${path}.group" c.groups)
+        ++ req path a "port" "the port the app listens on (1-65535)" (portErr "${path}.port")
+        ++ req path a "publish" "the port consumers reach it on at 127.0.0.1 (1-65535)" (portErr "${path}.publish")
+        ++ req path a "nodes" "a non-empty list of node names" (
+          v:
+          stringListErr "${path}.nodes" "a node name" builtins.isString v
+          ++ (if v == [ ] then [ "${path}.nodes: is empty; place the app on at least one worker or service node" ] else [ ])
+          ++ (if builtins.isList v then uniqueListErr "${path}.nodes" v else [ ])
+        )
+        ++ opt a "envPrefix" (v: if builtins.isString v && builtins.match "[A-Z][A-Z0-9_]{0,63}" v != null then [ ] else [ "${path}.envPrefix: ${show v} is not an environment prefix (uppercase letters, digits and '_', starting with a letter)" ])
+        ++ opt a "image" (v: if v == null || (builtins.isString v && v != "") then [ ] else [ "${path}.image: expected an OCI image reference or null, got ${show v}" ])
+        ++ opt a "secrets" (v: stringListErr "${path}.secrets" "a safe secret name (letters, digits, '.', '_', '-'; at most 64; not starting with '.' or '-')" check.isSafeFileName v ++ (if builtins.isList v then uniqueListErr "${path}.secrets" v else [ ]))
+        ++ opt a "protocol" (enumErr "${path}.protocol" protocols)
+        ++ opt a "path" (v: if builtins.isString v && builtins.substring 0 1 v == "/" then [ ] else [ "${path}.path: ${show v} must be a URL path starting with '/'" ])
+        ++ opt a "healthCheck" (healthCheckErrors "${path}.healthCheck")
+    );
+
+  defaultEnvPrefix = name: builtins.replaceStrings (builtins.genList (i: builtins.substring i 1 "abcdefghijklmnopqrstuvwxyz-") 27) (builtins.genList (i: builtins.substring i 1 "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") 27) name;
+in
+{
+  /**
+    Every shape error of a raw cluster spec, as a list of messages that each
+    start with the field path ("nodes.web.type: ...").
+
+    Takes the spec as written by the user; returns [] when every field has the
+    right type and syntax. Cross-field rules are in validate.nix.
+
+    Example: shapeErrors { name = "Demo"; ... }
+      => [ "name: \"Demo\" is not a DNS label ..." ]
+  */
+  shapeErrors =
+    spec:
+    if !(builtins.isAttrs spec) then
+      [ "spec: expected an attribute set with name, provider, nodes and apps, got ${show spec}" ]
+    else
+      let
+        providerType = spec.provider.type or "hetzner";
+      in
+      check.unknownFields "spec" topFields spec
+      ++ req "spec" spec "name" "the cluster name, a DNS label" (
+        v: if check.isDnsLabel v then [ ] else [ "name: ${show v} is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ]
+      )
+      ++ req "spec" spec "provider" "an attribute set with location, sshKeys, ..." providerErrors
+      ++ req "spec" spec "nodes" "an attribute set of nodes" (
+        v:
+        if !(builtins.isAttrs v) then
+          attrsErr "nodes" v
+        else if v == { } then
+          [ "nodes: is empty; a cluster needs at least one ctrl node" ]
+        else
+          builtins.concatLists (builtins.attrValues (builtins.mapAttrs (nodeErrors providerType) v))
+      )
+      ++ opt spec "apps" (
+        v: if !(builtins.isAttrs v) then attrsErr "apps" v else builtins.concatLists (builtins.attrValues (builtins.mapAttrs appErrors v))
+      );
+
+  /**
+    Fill every default of a spec that has no shape errors.
+
+    Returns { name; provider; nodes; apps; } where every node and app carries
+    all of its fields (see docs/cluster-spec.md for the defaults).
+
+    Example: (normalize spec).apps.api.protocol => "http" (group backends)
+  */
+  normalize =
+    spec:
+    let
+      p = spec.provider;
+      provider = {
+        type = p.type or "hetzner";
+        inherit (p) location sshKeys;
+        networkZone = p.networkZone or c.locationZones.${p.location};
+        network = p.network or "10.10.0.0/16";
+        image = p.image or "debian-12";
+        adminCidrs = p.adminCidrs or [ ];
+      };
+    in
+    {
+      inherit (spec) name;
+      inherit provider;
+      nodes = builtins.mapAttrs (name: n: {
+        inherit name;
+        inherit (n) type;
+        serverType = n.serverType or null;
+        location = n.location or provider.location;
+        image = n.image or provider.image;
+        privateIp = n.privateIp or null;
+        labels = n.labels or { };
+        consumes = n.consumes or c.defaultConsumes.${n.type};
+      }) spec.nodes;
+      apps = builtins.mapAttrs (
+        name: a:
+        let
+          protocol = a.protocol or (if a.group == "services" then "tcp" else "http");
+          path = a.path or "/";
+          h = a.healthCheck or { };
+          hType = h.type or (if protocol == "http" then "http" else "tcp");
+        in
+        {
+          inherit name protocol path;
+          inherit (a) group port publish nodes;
+          envPrefix = a.envPrefix or (defaultEnvPrefix name);
+          image = a.image or null;
+          secrets = a.secrets or [ ];
+          healthCheck = {
+            type = hType;
+            path = if hType == "http" then h.path or path else null;
+            command = if hType == "command" then h.command else null;
+            intervalSeconds = h.intervalSeconds or 10;
+            timeoutSeconds = h.timeoutSeconds or 5;
+          };
+        }
+      ) (spec.apps or { });
+    };
+
+  inherit defaultEnvPrefix;
+}

@@ -1,0 +1,23 @@
+let
+  lib = import ../.;
+  m = (lib.evalCluster (import ../example.nix)).manifest;
+in
+{
+  testVersion = { expr = m.version; expected = 1; };
+  testNodeNames = { expr = builtins.attrNames m.nodes; expected = [ "ctrl001" "worker001" ]; };
+  testLabels = {
+    expr = m.nodes.worker001.labels;
+    expected = { "nix-infra/cluster" = "demo"; "nix-infra/node" = "worker001"; "nix-infra/type" = "worker"; };
+  };
+  testUserLabelsKept = {
+    expr = (lib.manifest.nodeLabels "demo" { name = "w1"; type = "worker"; labels = { team = "a"; }; }).team;
+    expected = "a";
+  };
+  testSystemAttr = { expr = m.nodes.ctrl001.system; expected = "nixosConfigurations.ctrl001"; };
+  testCredentials = { expr = [ m.nodes.ctrl001.credentials m.nodes.worker001.credentials ]; expected = [ [ ] [ "api-token" ] ]; };
+  testWaves = { expr = [ m.waves m.nodes.ctrl001.wave m.nodes.worker001.wave ]; expected = [ [ [ "ctrl001" ] [ "worker001" ] ] 0 1 ]; };
+  testNetwork = { expr = m.network; expected = { ipRange = "10.10.0.0/16"; subnet = "10.10.0.0/16"; gateway = "10.10.0.1"; zone = "eu-central"; }; };
+  testSecrets = { expr = m.secrets; expected = [ "api-token" ]; };
+  testSeedKeys = { expr = builtins.attrNames m.etcdSeed; expected = [ "/cluster/backends/api/meta_data" "/cluster/nodes/ctrl001" "/cluster/nodes/worker001" ]; };
+  testIsJson = { expr = builtins.fromJSON (builtins.toJSON m) == m; expected = true; };
+}

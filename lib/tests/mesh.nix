@@ -1,0 +1,30 @@
+let
+  mesh = import ../mesh.nix;
+  api = { name = "api"; group = "backends"; publish = 5001; envPrefix = "API"; protocol = "http"; path = "/v1"; };
+  db = { name = "db"; group = "services"; publish = 5432; envPrefix = "DB"; protocol = "tcp"; path = "/"; };
+in
+{
+  testNodeKey = { expr = mesh.nodeKey "worker001"; expected = "/cluster/nodes/worker001"; };
+  testMetaDataKey = { expr = mesh.metaDataKey api; expected = "/cluster/backends/api/meta_data"; };
+  testInstancesPrefix = { expr = mesh.instancesPrefix api; expected = "/cluster/backends/api/instances/"; };
+  testMetaData = {
+    expr = mesh.metaData api;
+    expected = { publish = { port = 5001; }; env_prefix = "API"; env = { PROTOCOL = "http"; HOST = "127.0.0.1"; PORT = "5001"; PATH = "/v1"; }; };
+  };
+  testSeed = {
+    expr = mesh.seed { w1 = { name = "w1"; consumes = [ "services" ]; }; } { inherit api; } { w1 = "10.10.64.1"; };
+    expected = {
+      "/cluster/nodes/w1" = { name = "w1"; ipv4 = "10.10.64.1"; services = [ "services" ]; };
+      "/cluster/backends/api/meta_data" = mesh.metaData api;
+    };
+  };
+  testSeedHasNoInstances = {
+    expr = builtins.filter (k: builtins.match ".*/instances/.*" k != null) (builtins.attrNames (mesh.seed { } { inherit api db; } { }));
+    expected = [ ];
+  };
+  testConsumerEnv = {
+    expr = mesh.consumerEnv [ api db ];
+    expected = { API_HOST = "127.0.0.1"; API_PORT = "5001"; API_PROTOCOL = "http"; API_PATH = "/v1"; DB_HOST = "127.0.0.1"; DB_PORT = "5432"; DB_PROTOCOL = "tcp"; DB_PATH = "/"; };
+  };
+  testAppsByGroup = { expr = builtins.mapAttrs (_: map (a: a.name)) (mesh.appsByGroup { inherit api db; }); expected = { frontends = [ ]; backends = [ "api" ]; services = [ "db" ]; }; };
+}

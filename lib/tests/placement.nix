@@ -1,0 +1,17 @@
+let
+  pl = import ../placement.nix;
+  apps = {
+    api = { name = "api"; nodes = [ "w1" "w2" ]; port = 8080; secrets = [ "api-token" "db-pass" ]; };
+    web = { name = "web"; nodes = [ "w1" ]; port = 3000; secrets = [ "db-pass" ]; };
+  };
+  byNode = pl.appsByNode apps;
+in
+{
+  testAppsByNode = { expr = builtins.mapAttrs (_: map (a: a.name)) byNode; expected = { w1 = [ "api" "web" ]; w2 = [ "api" ]; }; };
+  testCredentials = { expr = pl.credentials byNode.w1; expected = [ "api-token" "db-pass" ]; };
+  testCredentialsNone = { expr = pl.credentials [ ]; expected = [ ]; };
+  testFirewallWorker = { expr = pl.firewall "worker" byNode.w1; expected = { public = { tcp = [ 22 ]; udp = [ ]; }; private = { tcp = [ 3000 8080 ]; udp = [ 51820 ]; }; }; };
+  testFirewallIngress = { expr = pl.firewall "ingress" [ ]; expected = { public = { tcp = [ 22 80 443 ]; udp = [ ]; }; private = { tcp = [ ]; udp = [ 51820 ]; }; }; };
+  testFirewallCtrl = { expr = (pl.firewall "ctrl" [ ]).private.tcp; expected = [ 2379 2380 ]; };
+  testFirewallRegistry = { expr = (pl.firewall "registry" [ ]).private.tcp; expected = [ 5000 ]; };
+}

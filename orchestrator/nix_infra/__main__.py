@@ -1,0 +1,3 @@
+from nix_infra.cli import main
+
+main()

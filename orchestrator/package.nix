@@ -1,0 +1,32 @@
+# The orchestrator as a Nix package (the flake's packages.default).
+{
+  lib,
+  buildPythonApplication,
+  setuptools,
+  click,
+  hcloud,
+  rich,
+  pytestCheckHook,
+  hypothesis,
+  jsonschema,
+}:
+buildPythonApplication {
+  pname = "nix-infra";
+  version = "0.1.0";
+  pyproject = true;
+  src = lib.cleanSource ./.;
+
+  build-system = [ setuptools ];
+  dependencies = [ click hcloud rich ];
+
+  nativeCheckInputs = [ pytestCheckHook hypothesis jsonschema ];
+  # The unit and fake-API tests run in the sandbox; tests needing nix,
+  # sshd or etcd skip themselves there.
+  pytestFlagsArray = [ "tests" ];
+
+  meta = {
+    description = "nix-infra orchestrator: plan, provision and deploy NixOS clusters on Hetzner Cloud";
+    mainProgram = "nix-infra";
+    license = lib.licenses.mit;
+  };
+}
