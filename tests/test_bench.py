@@ -10,8 +10,12 @@ from conftest import REPO
 
 
 def test_eval_scaling_benchmark() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "eval-scaling"), "--runs", "5"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "eval-scaling"), "--runs", "5"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(summary["seconds"]) == {"100", "200", "400", "800"}
     assert summary["seconds"]["800"] < 3.0

@@ -24,10 +24,23 @@ def test_lib_needs_nothing_outside_itself() -> None:
     # restrict-eval refuses every path outside the -I entries: lib may read only
     # its own files (no <nixpkgs>, no NIX_PATH, no network).
     proc = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "--option", "restrict-eval", "true",
-         "-I", f"lib={REPO / 'lib'}", "--expr",
-         "((import <lib>).evalCluster (import <lib/example.nix>)).manifest.version"],
-        env=bare_env(), capture_output=True, text=True, check=False,
+        [
+            "nix-instantiate",
+            "--eval",
+            "--strict",
+            "--json",
+            "--option",
+            "restrict-eval",
+            "true",
+            "-I",
+            f"lib={REPO / 'lib'}",
+            "--expr",
+            "((import <lib>).evalCluster (import <lib/example.nix>)).manifest.version",
+        ],
+        env=bare_env(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1"
@@ -78,7 +91,9 @@ def test_etcd_seed_is_the_design_data_model() -> None:
     assert seed == {
         "/cluster/nodes/ctrl001": {"name": "ctrl001", "ipv4": "10.10.32.1", "services": []},
         "/cluster/nodes/worker001": {
-            "name": "worker001", "ipv4": "10.10.64.1", "services": ["services", "backends"],
+            "name": "worker001",
+            "ipv4": "10.10.64.1",
+            "services": ["services", "backends"],
         },
         "/cluster/backends/api/meta_data": {
             "publish": {"port": 5001},
@@ -88,17 +103,13 @@ def test_etcd_seed_is_the_design_data_model() -> None:
     }
 
 
-ERROR_CASES: dict[str, str] = nix_json(
-    "builtins.mapAttrs (_: c: c.field) (import ./lib/tests/errors.nix)"
-)
+ERROR_CASES: dict[str, str] = nix_json("builtins.mapAttrs (_: c: c.field) (import ./lib/tests/errors.nix)")
 
 
 @pytest.mark.parametrize("case", sorted(ERROR_CASES))
 def test_bad_spec_error_names_its_field(case: str) -> None:
     field = ERROR_CASES[case]
-    proc = nix_eval(
-        f"((import ./lib).evalCluster (import ./lib/tests/errors.nix).{json.dumps(case)}.spec).manifest"
-    )
+    proc = nix_eval(f"((import ./lib).evalCluster (import ./lib/tests/errors.nix).{json.dumps(case)}.spec).manifest")
     assert proc.returncode != 0, f"{case}: the bad spec evaluated"
     assert "nix-infra: the cluster spec has" in proc.stderr
     # every listed error starts with a field path; this case's field must be one of them
@@ -108,7 +119,7 @@ def test_bad_spec_error_names_its_field(case: str) -> None:
 def test_all_errors_reported_at_once() -> None:
     proc = nix_eval(
         "let e = import ./lib/example.nix; in ((import ./lib).evalCluster (e // {"
-        " name = \"Bad\"; nodes = e.nodes // { db = { type = \"database\"; }; }; })).manifest"
+        ' name = "Bad"; nodes = e.nodes // { db = { type = "database"; }; }; })).manifest'
     )
     assert proc.returncode != 0
     assert "has 3 errors" in proc.stderr

@@ -55,8 +55,7 @@ def cluster_pair(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], list[
     base_apps = apps_on(base_hosts, draw(st.integers(0, 4)), 0)
     more_apps = apps_on(hosts, draw(st.integers(0, 4)), 100)
     provider = {"location": "fsn1", "network": "10.20.0.0/16", "sshKeys": [KEY], "adminCidrs": ["0.0.0.0/0"]}
-    small = {"name": "prop", "provider": provider,
-             "nodes": {n: nodes[n] for n in base_names}, "apps": base_apps}
+    small = {"name": "prop", "provider": provider, "nodes": {n: nodes[n] for n in base_names}, "apps": base_apps}
     big = {"name": "prop", "provider": provider, "nodes": nodes, "apps": {**base_apps, **more_apps}}
     return small, big, base_names
 

@@ -19,6 +19,7 @@ def test_there_are_nix_files() -> None:
 
 @pytest.mark.parametrize("path", NIX_FILES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_parses(path: object) -> None:
-    proc = subprocess.run(["nix-instantiate", "--parse", str(path)], env=bare_env(),
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["nix-instantiate", "--parse", str(path)], env=bare_env(), capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stderr

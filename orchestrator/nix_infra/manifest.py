@@ -165,8 +165,14 @@ def load_manifest_file(path: Path) -> Manifest:
 
 def eval_manifest_argv(flake: str) -> list[str]:
     """The command that evaluates a cluster flake's manifest."""
-    return ["nix", "--extra-experimental-features", "nix-command flakes",
-            "eval", "--json", f"{flake}#nixInfra.manifest"]
+    return [
+        "nix",
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "eval",
+        "--json",
+        f"{flake}#nixInfra.manifest",
+    ]
 
 
 def load_manifest_flake(flake: str) -> Manifest:

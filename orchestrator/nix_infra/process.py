@@ -62,7 +62,8 @@ def run(
     if check and proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
         raise NixInfraError(
-            f"{what or shown} failed (exit {proc.returncode}):\n{tail}" if tail else
-            f"{what or shown} failed (exit {proc.returncode})"
+            f"{what or shown} failed (exit {proc.returncode}):\n{tail}"
+            if tail
+            else f"{what or shown} failed (exit {proc.returncode})"
         )
     return result

@@ -18,9 +18,18 @@ def example_manifest_data(spec_expr: str = "import ./lib/example.nix") -> dict[s
     if shutil.which("nix-instantiate") is None:
         pytest.skip("nix-instantiate not available")
     proc = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "--expr",
-         f"((import ./lib).evalCluster ({spec_expr})).manifest"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        [
+            "nix-instantiate",
+            "--eval",
+            "--strict",
+            "--json",
+            "--expr",
+            f"((import ./lib).evalCluster ({spec_expr})).manifest",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     data: dict[str, Any] = json.loads(proc.stdout)
     return data
@@ -36,3 +45,40 @@ def manifest_file(tmp_path: Path, example_manifest: dict[str, Any]) -> Path:
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(example_manifest))
     return path
+
+
+# ---- the fake Hetzner API --------------------------------------------------------------------
+
+from collections.abc import Iterator  # noqa: E402
+
+from hcloud import Client  # noqa: E402
+
+from nix_infra.fake_hcloud import FakeHcloud  # noqa: E402
+from nix_infra.hetzner.client import HcloudSettings, make_client  # noqa: E402
+
+FAST = {"NIX_INFRA_HCLOUD_POLL_INTERVAL": "0.01", "NIX_INFRA_HCLOUD_BACKOFF": "0.01"}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeHcloud]:
+    server = FakeHcloud(token="test-token").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(fake: FakeHcloud) -> Client:
+    """The real hcloud client, with nix-infra's retry policy, talking to the fake."""
+    return make_client(
+        "test-token",
+        HcloudSettings(endpoint=fake.endpoint, poll_interval=0.01, backoff_factor=0.01, action_timeout=30),
+    )
+
+
+@pytest.fixture
+def hcloud_env(fake: FakeHcloud, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for the CLI: token, endpoint of the fake, quick polling."""
+    env = {"HCLOUD_TOKEN": "test-token", "HCLOUD_ENDPOINT": fake.endpoint, **FAST}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env

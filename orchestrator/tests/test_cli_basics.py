@@ -9,8 +9,9 @@ from pathlib import Path
 
 
 def nix_infra(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nix_infra", *args], capture_output=True, text=True,
-                          check=False, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "nix_infra", *args], capture_output=True, text=True, check=False, env=env
+    )
 
 
 def test_manifest_command_shows_nodes(manifest_file: Path) -> None:

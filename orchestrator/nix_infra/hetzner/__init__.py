@@ -1,0 +1,1 @@
+"""Hetzner Cloud provisioning: desired vs actual state, plan, apply, destroy."""

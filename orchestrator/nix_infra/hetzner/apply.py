@@ -1,0 +1,339 @@
+"""Carrying out a plan against the Hetzner Cloud API, and destroying.
+
+Order: SSH keys, network, placement groups, firewalls, new servers (all
+created, then all attached to the network with their manifest IP), changes to
+existing servers, then deletions. Every action is polled to completion; a
+failed one is reported with the resource name and Hetzner's error code. If a
+run dies half-way, the next plan starts from what exists, so a re-run finishes
+the job without duplicates (servers are matched by their node label).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from hcloud import APIException, Client
+from hcloud.actions import BoundAction
+from hcloud.firewalls import FirewallResource, FirewallResourceLabelSelector, FirewallRule
+from hcloud.images import Image
+from hcloud.locations import Location
+from hcloud.networks import Network, NetworkSubnet
+from hcloud.placement_groups import PlacementGroup
+from hcloud.server_types import ServerType
+from hcloud.servers import BoundServer, Server, ServerCreatePublicNetwork
+from hcloud.ssh_keys import SSHKey
+
+from nix_infra.errors import NixInfraError
+from nix_infra.hetzner.client import api_errors, wait_for
+from nix_infra.hetzner.model import Actual, Desired, Rule, read_actual
+from nix_infra.hetzner.plan import Change, Plan
+
+Progress = Callable[[str], None]
+
+
+def _rules(rules: Iterable[Rule]) -> list[FirewallRule]:
+    return [
+        FirewallRule(
+            direction=r.direction,
+            protocol=r.protocol,
+            port=r.port,
+            source_ips=list(r.sources),
+            description=r.description,
+        )
+        for r in rules
+    ]
+
+
+def _wait_all(pending: list[tuple[str, BoundAction]]) -> None:
+    """Wait for every action; then report every failure at once, naming each resource."""
+    failures = []
+    for what, action in pending:
+        try:
+            wait_for(action, what)
+        except NixInfraError as exc:
+            failures.append(exc.message)
+    if failures:
+        raise NixInfraError("\n".join(failures))
+
+
+def problems_error(plan: Plan) -> NixInfraError:
+    lines = "\n".join(f"  - {p.kind} {p.name}: {p.message}" for p in plan.problems)
+    return NixInfraError(f"the plan has problems that need a decision first:\n{lines}")
+
+
+@dataclass
+class Applier:
+    client: Client
+    desired: Desired
+    progress: Progress
+
+    def apply(self, plan: Plan) -> None:
+        if plan.problems:
+            raise problems_error(plan)
+        owner = dict(self.desired.owner)
+        keys = {k.name: k for k in self.desired.ssh_keys}
+        for c in plan.of("create", "ssh_key"):
+            with api_errors(f"ssh key {c.name}"):
+                try:
+                    self.client.ssh_keys.create(name=c.name, public_key=keys[c.name].public_key, labels=owner)
+                except APIException as exc:
+                    if exc.code != "uniqueness_error":
+                        raise
+                    # a lost answer from an earlier run: the key is there already
+            self.progress(f"+ ssh key {c.name}")
+
+        dn = self.desired.network
+        subnet = NetworkSubnet(type="cloud", ip_range=dn.subnet, network_zone=dn.zone)
+        for c in plan.of("create", "network"):
+            with api_errors(f"network {c.name}"):
+                self.client.networks.create(name=dn.name, ip_range=dn.ip_range, subnets=[subnet], labels=owner)
+            self.progress(f"+ network {c.name} {dn.ip_range}")
+        for c in plan.of("update", "network"):
+            with api_errors(f"network {c.name}"):
+                action = self.client.networks.add_subnet(Network(id=c.rid), subnet)
+            wait_for(action, f"network {c.name}")
+            self.progress(f"~ network {c.name}: subnet {dn.subnet} in {dn.zone}")
+
+        for c in plan.of("create", "placement_group"):
+            with api_errors(f"placement group {c.name}"):
+                self.client.placement_groups.create(name=c.name, type="spread", labels=owner)
+            self.progress(f"+ placement group {c.name}")
+
+        firewalls = {f.name: f for f in self.desired.firewalls}
+        for c in plan.of("create", "firewall"):
+            f = firewalls[c.name]
+            with api_errors(f"firewall {c.name}"):
+                resp = self.client.firewalls.create(
+                    name=f.name,
+                    rules=_rules(f.rules),
+                    labels=owner,  # type: ignore[arg-type]
+                    resources=[
+                        FirewallResource(
+                            type="label_selector", label_selector=FirewallResourceLabelSelector(f.selector)
+                        )
+                    ],
+                )
+            _wait_all([(f"firewall {c.name}", a) for a in resp.actions or []])
+            self.progress(f"+ firewall {c.name}")
+        for c in plan.of("update", "firewall"):
+            self._update_firewall(c)
+
+        if plan.of("create", "server") or plan.of("update", "server"):
+            actual = read_actual(self.client, self.desired.cluster)
+            self._create_servers(plan.of("create", "server"), actual)
+            self._update_servers(plan.of("update", "server"), actual)
+
+        for c in plan.of("delete", "firewall"):
+            delete_firewall(self.client, c.name, c.rid, self.progress)
+        for c in plan.of("delete", "placement_group"):
+            with api_errors(f"placement group {c.name}"):
+                self.client.placement_groups.delete(PlacementGroup(id=c.rid))
+            self.progress(f"- placement group {c.name}")
+        for c in plan.of("delete", "ssh_key"):
+            with api_errors(f"ssh key {c.name}"):
+                self.client.ssh_keys.delete(SSHKey(id=c.rid))
+            self.progress(f"- ssh key {c.name}")
+        for c in plan.of("delete", "network"):
+            with api_errors(f"network {c.name}"):
+                self.client.networks.delete(Network(id=c.rid))
+            self.progress(f"- network {c.name}")
+
+    def _update_firewall(self, c: Change) -> None:
+        f = next(x for x in self.desired.firewalls if x.name == c.name)
+        what = f"firewall {c.name}"
+        fw = self.client.firewalls.get_by_id(c.rid)
+        pending = []
+        with api_errors(what):
+            if "rules" in c.fields:
+                pending += [(what, a) for a in fw.set_rules(_rules(f.rules))]
+            if "apply_to" in c.fields:
+                stale = [
+                    r
+                    for r in fw.applied_to or []
+                    if not (
+                        r.type == "label_selector"
+                        and r.label_selector is not None
+                        and r.label_selector.selector == f.selector
+                    )
+                ]
+                if stale:
+                    pending += [
+                        (what, a)
+                        for a in fw.remove_from_resources(
+                            [
+                                FirewallResource(type=r.type, server=r.server, label_selector=r.label_selector)
+                                for r in stale
+                            ]
+                        )
+                    ]
+                if len(stale) == len(fw.applied_to or []):
+                    pending += [
+                        (what, a)
+                        for a in fw.apply_to_resources(
+                            [
+                                FirewallResource(
+                                    type="label_selector", label_selector=FirewallResourceLabelSelector(f.selector)
+                                )
+                            ]
+                        )
+                    ]
+        _wait_all(pending)
+        self.progress(f"~ firewall {c.name}: {', '.join(c.fields)}")
+
+    def _network_id(self, actual: Actual) -> int:
+        net = next((n for n in actual.networks if n.name == self.desired.network.name), None)
+        if net is None:
+            raise NixInfraError(f"network {self.desired.network.name} disappeared while provisioning; re-run")
+        return net.id
+
+    def _create_servers(self, creates: list[Change], actual: Actual) -> None:
+        if not creates:
+            return
+        key_ids = [k.id for k in actual.ssh_keys if k.fingerprint in {d.fingerprint for d in self.desired.ssh_keys}]
+        groups = {g.name: g.id for g in actual.placement_groups}
+        network_id = self._network_id(actual)
+        created: list[tuple[Change, Server]] = []
+        pending: list[tuple[str, BoundAction]] = []
+        for c in creates:
+            what = f"server {c.name}"
+            f = c.fields
+            with api_errors(what):
+                try:
+                    resp = self.client.servers.create(
+                        name=c.name,
+                        server_type=ServerType(name=f["server_type"]),
+                        image=Image(name=f["image"]),
+                        location=Location(name=f["location"]),
+                        ssh_keys=[SSHKey(id=i) for i in key_ids],
+                        labels=dict(f["labels"]),
+                        placement_group=PlacementGroup(id=groups[f["placement_group"]]),
+                        start_after_create=True,
+                        public_net=ServerCreatePublicNetwork(enable_ipv4=True, enable_ipv6=True),
+                    )
+                except APIException as exc:
+                    adopted = self._adopt_after_lost_answer(exc, c)
+                    if adopted is None:
+                        raise
+                    created.append((c, adopted))
+                    continue
+            created.append((c, resp.server))
+            pending += [(what, resp.action), *((what, a) for a in resp.next_actions or [])]
+            self.progress(f"+ server {c.name} ({f['server_type']}, {f['location']}) requested")
+        _wait_all(pending)
+        attach = []
+        for c, server in created:
+            what = f"server {c.name}"
+            with api_errors(what):
+                attach.append(
+                    (
+                        what,
+                        self.client.servers.attach_to_network(
+                            server, Network(id=network_id), ip=c.fields["private_ip"]
+                        ),
+                    )
+                )
+        _wait_all(attach)
+        for c, _ in created:
+            self.progress(f"+ server {c.name} running, private IP {c.fields['private_ip']}")
+
+    def _adopt_after_lost_answer(self, exc: APIException, c: Change) -> BoundServer | None:
+        """A uniqueness error for a server this run just asked for: an earlier answer was lost."""
+        if exc.code != "uniqueness_error":
+            return None
+        server = self.client.servers.get_by_name(c.name)
+        if server is None or dict(server.labels or {}).get("nix-infra/node") != c.fields["node"]:
+            return None
+        deadline = time.monotonic() + 600
+        while server.status == "initializing" and time.monotonic() < deadline:
+            time.sleep(self.client._client._poll_interval_func(1))
+            server = self.client.servers.get_by_id(server.data_model.id or 0)
+        return server
+
+    def _update_servers(self, updates: list[Change], actual: Actual) -> None:
+        if not updates:
+            return
+        network_id = self._network_id(actual)
+        pending: list[tuple[str, BoundAction]] = []
+        for c in updates:
+            what = f"server {c.name}"
+            server = Server(id=c.rid)
+            with api_errors(what):
+                if "labels" in c.fields or "name" in c.fields:
+                    self.client.servers.update(
+                        server, name=c.name, labels=c.fields["labels"][1] if "labels" in c.fields else None
+                    )
+                if "private_ip" in c.fields:
+                    old, new = c.fields["private_ip"]
+                    if old is not None:
+                        wait_for(self.client.servers.detach_from_network(server, Network(id=network_id)), what)
+                    pending.append(
+                        (what, self.client.servers.attach_to_network(server, Network(id=network_id), ip=new))
+                    )
+            self.progress(f"~ server {c.name}: {', '.join(c.fields)}")
+        _wait_all(pending)
+
+
+def delete_firewall(client: Client, name: str, fid: int, progress: Progress) -> None:
+    """Detach a firewall from everything it applies to, then delete it."""
+    what = f"firewall {name}"
+    with api_errors(what):
+        fw = client.firewalls.get_by_id(fid)
+        if fw.applied_to:
+            _wait_all(
+                [
+                    (what, a)
+                    for a in fw.remove_from_resources(
+                        [
+                            FirewallResource(type=r.type, server=r.server, label_selector=r.label_selector)
+                            for r in fw.applied_to
+                        ]
+                    )
+                ]
+            )
+        client.firewalls.delete(fw)
+    progress(f"- firewall {name}")
+
+
+def destroy(client: Client, cluster: str, nodes: list[str] | None, progress: Progress) -> list[str]:
+    """Delete the servers of `nodes` (by node label), or with None everything the cluster owns.
+
+    Returns the names of the deleted servers.
+    """
+    actual = read_actual(client, cluster)
+    if nodes is not None:
+        by_node = {s.node: s for s in actual.servers}
+        missing = [n for n in nodes if n not in by_node]
+        if missing:
+            raise NixInfraError(
+                f"no server of cluster {cluster} carries node {', '.join(missing)}; "
+                f"its servers are: {', '.join(sorted(s.node or s.name for s in actual.servers)) or 'none'}"
+            )
+        victims = [by_node[n] for n in nodes]
+    else:
+        victims = list(actual.servers)
+    pending = []
+    for s in victims:
+        with api_errors(f"server {s.name}"):
+            pending.append((f"server {s.name}", client.servers.delete(Server(id=s.id))))
+    _wait_all(pending)
+    for s in victims:
+        progress(f"- server {s.name}")
+    if nodes is None:
+        for f in actual.firewalls:
+            delete_firewall(client, f.name, f.id, progress)
+        for g in actual.placement_groups:
+            with api_errors(f"placement group {g.name}"):
+                client.placement_groups.delete(PlacementGroup(id=g.id))
+            progress(f"- placement group {g.name}")
+        for n in actual.networks:
+            with api_errors(f"network {n.name}"):
+                client.networks.delete(Network(id=n.id))
+            progress(f"- network {n.name}")
+        for k in actual.ssh_keys:
+            if dict(k.labels).get("nix-infra/cluster") == cluster:
+                with api_errors(f"ssh key {k.name}"):
+                    client.ssh_keys.delete(SSHKey(id=k.id))
+                progress(f"- ssh key {k.name}")
+    return [s.name for s in victims]

@@ -1,0 +1,188 @@
+"""Talking to the Hetzner Cloud API: token, endpoint, retries, error translation.
+
+Retries live in one place, the HTTP adapter under the official `hcloud`
+client: a 429 waits until the API's `RateLimit-Reset` time, a 5xx (and 423
+locked) is retried with capped exponential backoff. The library's own retry
+loop is switched off so the two never multiply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from hcloud import APIException, Client
+from hcloud.actions import ActionFailedException, ActionTimeoutException, BoundAction
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from nix_infra import __version__
+from nix_infra.errors import NixInfraError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
+TOKEN_HELP = (
+    "No Hetzner Cloud API token. Set HCLOUD_TOKEN in the environment, or put a line\n"
+    "  HCLOUD_TOKEN=<token>\n"
+    "in the cluster repo's .env file (keep .env out of git). Create a Read & Write token in the\n"
+    "Hetzner Console: your project > Security > API tokens."
+)
+
+
+@dataclass(frozen=True)
+class HcloudSettings:
+    """How patiently to talk to the API."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    poll_interval: float = 1.0  # seconds between action polls
+    action_timeout: float = 600.0  # give up on an action after this long
+    max_retries: int = 8  # per request, for 429 / 5xx / 423
+    backoff_factor: float = 0.5  # 5xx backoff: factor * 2**n seconds ...
+    backoff_max: float = 30.0  # ... capped here
+    rate_limit_wait_max: float = 120.0  # never wait longer than this for a rate-limit reset
+    request_timeout: float = 30.0
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (`export ` prefix and quotes allowed; # comments)."""
+    values: dict[str, str] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return values
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def resolve_token(env: Mapping[str, str], repo_dir: Path | None) -> str:
+    """The API token: HCLOUD_TOKEN from the environment, else from <repo_dir>/.env."""
+    token = env.get("HCLOUD_TOKEN", "").strip()
+    if not token and repo_dir is not None:
+        token = read_dotenv(repo_dir / ".env").get("HCLOUD_TOKEN", "").strip()
+    if not token:
+        raise NixInfraError(TOKEN_HELP)
+    return token
+
+
+def settings_from_env(env: Mapping[str, str], repo_dir: Path | None, **overrides: Any) -> HcloudSettings:
+    """Endpoint from HCLOUD_ENDPOINT (environment or .env); timing knobs for tests."""
+    dotenv = read_dotenv(repo_dir / ".env") if repo_dir is not None else {}
+    endpoint = env.get("HCLOUD_ENDPOINT") or dotenv.get("HCLOUD_ENDPOINT") or DEFAULT_ENDPOINT
+    values: dict[str, Any] = {"endpoint": endpoint.rstrip("/")}
+    for key, name in [
+        ("poll_interval", "NIX_INFRA_HCLOUD_POLL_INTERVAL"),
+        ("backoff_factor", "NIX_INFRA_HCLOUD_BACKOFF"),
+        ("action_timeout", "NIX_INFRA_HCLOUD_ACTION_TIMEOUT"),
+    ]:
+        if env.get(name):
+            try:
+                values[key] = float(env[name])
+            except ValueError:
+                raise NixInfraError(f"{name}={env[name]!r} is not a number of seconds") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return HcloudSettings(**values)
+
+
+class HetznerRetry(Retry):
+    """urllib3 Retry that waits for Hetzner's RateLimit-Reset on 429."""
+
+    RATE_LIMIT_WAIT_MAX = 120.0
+
+    def get_retry_after(self, response: Any) -> float | None:
+        reset = response.headers.get("RateLimit-Reset")
+        if response.status == 429 and reset:
+            try:
+                wait = float(reset) - time.time()
+            except ValueError:
+                wait = 1.0
+            wait = min(max(wait, 0.05), self.RATE_LIMIT_WAIT_MAX)
+            log.info("Hetzner API rate limit reached; waiting %.1f s for the reset", wait)
+            return wait
+        return super().get_retry_after(response)
+
+
+def make_client(token: str, settings: HcloudSettings) -> Client:
+    """An hcloud Client whose requests retry 429 (until RateLimit-Reset) and 5xx (backoff)."""
+    client = Client(
+        token=token,
+        api_endpoint=settings.endpoint,
+        application_name="nix-infra",
+        application_version=__version__,
+        poll_interval=settings.poll_interval,
+        poll_max_retries=max(1, int(settings.action_timeout / max(settings.poll_interval, 0.001))),
+        timeout=settings.request_timeout,
+    )
+    retry_cls = type("ConfiguredRetry", (HetznerRetry,), {"RATE_LIMIT_WAIT_MAX": settings.rate_limit_wait_max})
+    retry = retry_cls(
+        total=settings.max_retries,
+        connect=2,
+        read=0,  # a dropped answer may have been carried out: never replay blindly
+        status=settings.max_retries,
+        status_forcelist=(423, 429, 500, 502, 503, 504),
+        allowed_methods=None,  # every method: a 429/5xx answer means nothing was done
+        backoff_factor=settings.backoff_factor,
+        backoff_max=settings.backoff_max,
+        respect_retry_after_header=True,
+        raise_on_status=False,  # hand the last answer to hcloud, which raises with Hetzner's code
+    )
+    adapter = HTTPAdapter(max_retries=retry)
+    base = client._client  # hcloud's transport; its retry loop would multiply ours
+    base._retry_max_retries = 0
+    base._session.mount("https://", adapter)
+    base._session.mount("http://", adapter)
+    return client
+
+
+@contextlib.contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    """Turn API and transport failures into one message naming what was being done."""
+    try:
+        yield
+    except ActionFailedException as exc:
+        error = exc.action.error
+        code, message = (error["code"], error["message"]) if error else ("unknown", "")
+        raise NixInfraError(f"{what}: Hetzner action {exc.action.command} failed: {code}: {message}") from exc
+    except ActionTimeoutException as exc:
+        raise NixInfraError(f"{what}: Hetzner action {exc.action.command} did not finish in time") from exc
+    except APIException as exc:
+        if exc.code == "unauthorized":
+            raise NixInfraError(
+                "Hetzner rejected the API token (401 unauthorized). Check HCLOUD_TOKEN (or .env): "
+                "it must be a Read & Write token of the project."
+            ) from exc
+        raise NixInfraError(f"{what}: Hetzner API error {exc.code}: {exc.message}") from exc
+    except requests.exceptions.RequestException as exc:
+        raise NixInfraError(
+            f"{what}: cannot reach the Hetzner API ({type(exc).__name__}); "
+            "nothing after this step was done, re-run to continue"
+        ) from exc
+
+
+def wait_for(action: BoundAction, what: str) -> None:
+    """Poll an action to completion; a failure names `what` and Hetzner's error code."""
+    with api_errors(what):
+        action.wait_until_finished()
+
+
+def endpoint_env_hint(env: Mapping[str, str]) -> str:
+    return env.get("HCLOUD_ENDPOINT", DEFAULT_ENDPOINT)
+
+
+def token_from_environ(repo_dir: Path | None) -> str:
+    return resolve_token(os.environ, repo_dir)
