@@ -5,7 +5,9 @@
   setuptools,
   click,
   hcloud,
+  requests,
   rich,
+  urllib3,
   pytestCheckHook,
   hypothesis,
   jsonschema,
@@ -17,7 +19,7 @@ buildPythonApplication {
   src = lib.cleanSource ./.;
 
   build-system = [ setuptools ];
-  dependencies = [ click hcloud rich ];
+  dependencies = [ click hcloud requests rich urllib3 ];
 
   nativeCheckInputs = [ pytestCheckHook hypothesis jsonschema ];
   # The unit and fake-API tests run in the sandbox; tests needing nix,

@@ -39,7 +39,11 @@ def make_server(client: Client, name: str, labels: dict[str, str] | None = None,
         ("a in (1,2),b", {"a": "2", "b": "x"}, True),
         ("a notin (1,2)", {"a": "3"}, True),
         ("nix-infra/cluster=demo,nix-infra/type=ctrl", {"nix-infra/cluster": "demo", "nix-infra/type": "ctrl"}, True),
-        ("nix-infra/cluster=demo,nix-infra/type=ctrl", {"nix-infra/cluster": "demo", "nix-infra/type": "worker"}, False),
+        (
+            "nix-infra/cluster=demo,nix-infra/type=ctrl",
+            {"nix-infra/cluster": "demo", "nix-infra/type": "worker"},
+            False,
+        ),
     ],
 )
 def test_label_selectors(selector: str, labels: dict[str, str], expected: bool) -> None:
@@ -131,7 +135,11 @@ def test_network_attach_rules(client: Client, fake: FakeHcloud) -> None:
     created.action.wait_until_finished()  # type: ignore[attr-defined]
     fake.set_faults(action_seconds=0.0)
     client.servers.attach_to_network(a, net, ip="10.10.32.1").wait_until_finished()
-    for ip, code in [("10.10.32.1", "ip_not_available"), ("10.10.0.1", "invalid_input"), ("10.11.0.5", "invalid_input")]:
+    for ip, code in [
+        ("10.10.32.1", "ip_not_available"),
+        ("10.10.0.1", "invalid_input"),
+        ("10.11.0.5", "invalid_input"),
+    ]:
         with pytest.raises(APIException) as exc:
             client.servers.attach_to_network(b, net, ip=ip)
         assert exc.value.code == code, ip

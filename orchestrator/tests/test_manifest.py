@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from nix_infra.errors import NixInfraError
 from nix_infra.manifest import eval_manifest_argv, load_manifest_file, parse_manifest
 

@@ -1,0 +1,107 @@
+"""The acceptance run, as an operator would do it: the standalone fake
+(`python -m nix_infra.fake_hcloud`) and the `nix-infra` command, in processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import example_manifest_data
+from .test_provision import SIXTY_ONE
+
+
+@pytest.fixture
+def standalone() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nix_infra.fake_hcloud", "--port", "0", "--token", "t0ken"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    match = re.search(r"on (http://127\.0\.0\.1:\d+/v1)", line)
+    assert match, line
+    yield match.group(1)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def nix_infra(endpoint: str, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "HCLOUD_TOKEN": "t0ken",
+        "HCLOUD_ENDPOINT": endpoint,
+        "NIX_INFRA_HCLOUD_POLL_INTERVAL": "0.02",
+        "NIX_INFRA_HCLOUD_BACKOFF": "0.02",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "nix_infra", *args], env=env, capture_output=True, text=True, check=False, **kw
+    )  # type: ignore[call-overload]
+
+
+def state(endpoint: str) -> dict[str, list[dict[str, object]]]:
+    return requests.get(endpoint.replace("/v1", "/__fake__/state"), timeout=5).json()  # type: ignore[no-any-return]
+
+
+def test_plan_provision_plan_against_the_standalone_fake(standalone: str, manifest_file: Path) -> None:
+    first = nix_infra(standalone, "--manifest", str(manifest_file), "plan")
+    assert first.returncode == 2, first.stderr
+    for resource in [
+        "demo-05b2e3c96cc9",
+        "+ demo ",
+        "demo-spread-1",
+        "demo-ctrl ",
+        "demo-worker ",
+        "demo-ctrl001",
+        "demo-worker001",
+    ]:
+        assert resource in first.stdout
+    applied = nix_infra(standalone, "--manifest", str(manifest_file), "--yes", "provision")
+    assert applied.returncode == 0, applied.stderr
+    again = nix_infra(standalone, "--manifest", str(manifest_file), "plan")
+    assert again.returncode == 0, again.stdout
+    assert len(state(standalone)["servers"]) == 2
+
+
+def test_killed_half_way_then_rerun(standalone: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps(example_manifest_data(SIXTY_ONE)))
+    control = standalone.replace("/v1", "/__fake__/faults")
+    requests.post(control, json={"action_seconds": 0.2}, timeout=5)
+    env = {
+        **os.environ,
+        "HCLOUD_TOKEN": "t0ken",
+        "HCLOUD_ENDPOINT": standalone,
+        "NIX_INFRA_HCLOUD_POLL_INTERVAL": "0.02",
+    }
+    run = subprocess.Popen(
+        [sys.executable, "-m", "nix_infra", "--manifest", str(manifest), "--yes", "provision"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while len(state(standalone)["servers"]) < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    half = len(state(standalone)["servers"])
+    assert 0 < half < 62  # really killed half-way
+    requests.post(control, json={"action_seconds": 0.0}, timeout=5)
+    rerun = nix_infra(standalone, "--manifest", str(manifest), "--yes", "provision")
+    assert rerun.returncode == 0, rerun.stderr
+    nodes = [s["labels"]["nix-infra/node"] for s in state(standalone)["servers"]]  # type: ignore[index]
+    assert len(nodes) == 62 and len(set(nodes)) == 62  # exactly one server per node
+    assert all(s["private_net"] for s in state(standalone)["servers"])
+    final = nix_infra(standalone, "--manifest", str(manifest), "plan")
+    assert final.returncode == 0, final.stdout
