@@ -22,9 +22,9 @@ buildPythonApplication {
   dependencies = [ click hcloud requests rich urllib3 ];
 
   nativeCheckInputs = [ pytestCheckHook hypothesis jsonschema ];
-  # The unit and fake-API tests run in the sandbox; tests needing nix,
-  # sshd or etcd skip themselves there.
-  pytestFlagsArray = [ "tests" ];
+  # The unit and fake-API tests run in the sandbox; tests that need the
+  # lib's manifests (nix-instantiate) skip themselves there.
+  enabledTestPaths = [ "tests" ];
 
   meta = {
     description = "nix-infra orchestrator: plan, provision and deploy NixOS clusters on Hetzner Cloud";

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -178,11 +177,3 @@ def wait_for(action: BoundAction, what: str) -> None:
     """Poll an action to completion; a failure names `what` and Hetzner's error code."""
     with api_errors(what):
         action.wait_until_finished()
-
-
-def endpoint_env_hint(env: Mapping[str, str]) -> str:
-    return env.get("HCLOUD_ENDPOINT", DEFAULT_ENDPOINT)
-
-
-def token_from_environ(repo_dir: Path | None) -> str:
-    return resolve_token(os.environ, repo_dir)
