@@ -77,7 +77,8 @@ def test_killed_half_way_then_rerun(standalone: str, tmp_path: Path) -> None:
     manifest = tmp_path / "m.json"
     manifest.write_text(json.dumps(example_manifest_data(SIXTY_ONE)))
     control = standalone.replace("/v1", "/__fake__/faults")
-    requests.post(control, json={"action_seconds": 0.2}, timeout=5)
+    # 20 ms per request: creating 62 servers takes over a second, so the kill lands mid-way
+    requests.post(control, json={"action_seconds": 0.2, "latency_seconds": 0.02}, timeout=5)
     env = {
         **os.environ,
         "HCLOUD_TOKEN": "t0ken",
@@ -97,7 +98,7 @@ def test_killed_half_way_then_rerun(standalone: str, tmp_path: Path) -> None:
     run.wait()
     half = len(state(standalone)["servers"])
     assert 0 < half < 62  # really killed half-way
-    requests.post(control, json={"action_seconds": 0.0}, timeout=5)
+    requests.post(control, json={"action_seconds": 0.0, "latency_seconds": 0.0}, timeout=5)
     rerun = nix_infra(standalone, "--manifest", str(manifest), "--yes", "provision")
     assert rerun.returncode == 0, rerun.stderr
     nodes = [s["labels"]["nix-infra/node"] for s in state(standalone)["servers"]]  # type: ignore[index]

@@ -128,6 +128,8 @@ class FakeHcloud:
         if url.path.startswith("/__fake__/"):
             self._control(h, method, url.path, raw)
             return
+        if self.faults.latency_seconds:
+            time.sleep(self.faults.latency_seconds)  # outside the lock: requests overlap as they would
         with self.lock:
             self.calls.append((method, url.path))
             crash = self.faults.crash_after

@@ -99,6 +99,7 @@ class Faults:
     crash_after: int | None = None  # after N more requests, drop every connection
     crash_loses_response: bool = False  # the first dropped request is still carried out
     server_limit: int = 100  # resource_limit_exceeded beyond this many servers
+    latency_seconds: float = 0.0  # every API request takes at least this long
 
     def update(self, values: Json) -> None:
         for key, value in values.items():
