@@ -1,5 +1,8 @@
 # Predicates and message helpers used by validation. Each predicate takes any
 # value and returns a bool, so a wrong type is simply "not valid".
+let
+  ip = import ./ip.nix;
+in
 rec {
   /**
     Whether a value is an RFC 1123 DNS label: lowercase letters, digits and
@@ -62,9 +65,12 @@ rec {
   */
   isAnyCidr =
     s:
+    let
+      v4 = if builtins.isString s then builtins.match "([0-9.]+)/([0-9]|[12][0-9]|3[0-2])" s else null;
+    in
     builtins.isString s
     && (
-      builtins.match "([0-9]{1,3}\\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])" s != null
+      (v4 != null && ip.parseIPv4 (builtins.head v4) != null)
       || builtins.match "[0-9a-fA-F:]*:[0-9a-fA-F:]*/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8])" s != null
     );
 
