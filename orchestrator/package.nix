@@ -4,6 +4,7 @@
   buildPythonApplication,
   setuptools,
   click,
+  cryptography,
   hcloud,
   requests,
   rich,
@@ -19,7 +20,7 @@ buildPythonApplication {
   src = lib.cleanSource ./.;
 
   build-system = [ setuptools ];
-  dependencies = [ click hcloud requests rich urllib3 ];
+  dependencies = [ click cryptography hcloud requests rich urllib3 ];
 
   nativeCheckInputs = [ pytestCheckHook hypothesis jsonschema ];
   # The unit and fake-API tests run in the sandbox; tests that need the

@@ -6,21 +6,30 @@ import json
 import logging
 import os
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from hcloud import Client
 from rich.console import Console
+from rich.table import Table
 
 from nix_infra import __version__
+from nix_infra.deploy import Deployer, DeployOptions, NodeOutcome, SshSettings, ssh_target, summary_rows
 from nix_infra.errors import NixInfraError
+from nix_infra.facts import FactsStore
 from nix_infra.hetzner.apply import Applier, destroy, problems_error
 from nix_infra.hetzner.client import make_client, resolve_token, settings_from_env
 from nix_infra.hetzner.model import Desired, desired_state, read_actual
 from nix_infra.hetzner.plan import Plan, plan
 from nix_infra.hetzner.render import render_plan
 from nix_infra.manifest import Manifest, load_manifest_file, load_manifest_flake
+from nix_infra.operate import desired_systems, node_status, run_everywhere
+from nix_infra.ssh import ssh_argv
+from nix_infra.targets import select
 
 EXIT_CHANGES = 2  # `plan`: something would change (as terraform plan -detailed-exitcode)
 
@@ -34,6 +43,18 @@ class Options:
     json_output: bool
     yes: bool
     debug: bool
+    facts_dir: Path | None = None
+    identity: Path | None = None
+    ssh_port: int = 22
+
+    def facts(self) -> FactsStore:
+        return FactsStore(self.facts_dir or self.repo_dir() / "facts")
+
+    def ssh_settings(self) -> SshSettings:
+        timeout = os.environ.get("NIX_INFRA_SSH_CONNECT_TIMEOUT", "10")
+        if not timeout.isdigit():
+            raise NixInfraError(f"NIX_INFRA_SSH_CONNECT_TIMEOUT={timeout!r} is not a whole number of seconds")
+        return SshSettings(identity=self.identity, port=self.ssh_port, connect_timeout=int(timeout))
 
     def load_manifest(self) -> Manifest:
         if self.manifest_file is not None:
@@ -82,11 +103,40 @@ def current_plan(client: Client, desired: Desired) -> Plan:
 @click.option("--json", "json_output", is_flag=True, help="Print results as JSON data instead of text.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "--facts",
+    "facts_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    metavar="DIR",
+    help="Per-node facts and pinned host keys (default: facts/ in the cluster repo).",
+)
+@click.option(
+    "--identity",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    metavar="FILE",
+    help="SSH private key for the nodes (default: ssh's own choice, e.g. the agent).",
+)
+@click.option(
+    "--ssh-port",
+    type=click.IntRange(1, 65535),
+    default=22,
+    show_default=True,
+    help="SSH port of the nodes (22 on Hetzner; test harnesses use others).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-v: info, -vv: debug).")
 @click.version_option(__version__, prog_name="nix-infra")
 @click.pass_context
 def cli(
-    ctx: click.Context, flake: str, manifest_file: Path | None, json_output: bool, yes: bool, debug: bool, verbose: int
+    ctx: click.Context,
+    flake: str,
+    manifest_file: Path | None,
+    json_output: bool,
+    yes: bool,
+    debug: bool,
+    facts_dir: Path | None,
+    identity: Path | None,
+    ssh_port: int,
+    verbose: int,
 ) -> None:
     """nix-infra: NixOS clusters on Hetzner Cloud, described in one flake.
 
@@ -99,12 +149,24 @@ def cli(
     Examples:
       nix-infra plan                      # what provision would change; exit 2 if anything
       nix-infra provision --yes           # create/update servers, network, firewalls, ...
+      nix-infra deploy                    # provision, build, copy, activate in waves
+      nix-infra status                    # every node: reachable, running what it should
+      nix-infra cmd -t @worker -- uptime  # a command on many nodes, exit codes checked
       nix-infra destroy worker003         # delete one node's server
       nix-infra --manifest m.json --json plan
     """
     level = logging.DEBUG if debug or verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    ctx.obj = Options(flake=flake, manifest_file=manifest_file, json_output=json_output, yes=yes, debug=debug)
+    ctx.obj = Options(
+        flake=flake,
+        manifest_file=manifest_file,
+        json_output=json_output,
+        yes=yes,
+        debug=debug,
+        facts_dir=facts_dir,
+        identity=identity,
+        ssh_port=ssh_port,
+    )
 
 
 @cli.command("manifest")
@@ -183,7 +245,7 @@ def provision_cmd(opts: Options) -> None:
         _result(opts, "nothing to do", p)
         return
     _confirm(opts, f"Apply these {len(p.changes)} changes to cluster {desired.cluster}?")
-    Applier(client, desired, lambda msg: console.print(msg)).apply(p)
+    Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port).apply(p)
     after = current_plan(client, desired)
     if after.has_changes:
         raise NixInfraError(
@@ -237,6 +299,278 @@ def destroy_cmd(opts: Options, nodes: tuple[str, ...], all_: bool, confirm_name:
         click.echo(json.dumps({"deleted_servers": deleted, "all": all_}))
     else:
         console.print(f"deleted {len(deleted)} server(s)" + (" and every other resource" if all_ else ""))
+
+
+def _deploy_options(
+    opts: Options, parallel: int, batch_size: int | None, confirm_timeout: int, substitute: bool
+) -> DeployOptions:
+    return DeployOptions(
+        flake=opts.flake,
+        parallel=parallel,
+        batch_size=batch_size,
+        confirm_timeout=confirm_timeout,
+        substitute_on_destination=substitute,
+        poll_interval=float(os.environ.get("NIX_INFRA_POLL_INTERVAL", "0.5")),
+    )
+
+
+def _event_printer(opts: Options, console: Console) -> Callable[[dict[str, Any]], None]:
+    lock = threading.Lock()
+
+    def show(event: dict[str, Any]) -> None:
+        with lock:
+            if opts.json_output:
+                click.echo(json.dumps(event))
+                return
+            node = event.get("node") or ""
+            kind = event["event"]
+            if kind == "phase":
+                console.print(
+                    f"{node:>14}  {event['phase']}"
+                    + (f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else "")
+                )
+            elif kind == "copied":
+                console.print(f"{node:>14}  copied {event['paths']} path(s)")
+            elif kind == "batch":
+                console.print(f"[bold]batch: {', '.join(event['nodes'])}[/bold]")
+            elif kind in ("switched", "unchanged"):
+                console.print(f"{node:>14}  [green]{kind}[/green]")
+            elif kind in ("failed", "unhealthy"):
+                console.print(f"{node:>14}  [red]{event.get('result', kind)}[/red]")
+                for line in str(event.get("log") or event.get("reason") or "").splitlines()[-15:]:
+                    console.print(f"{node:>14}  | {line}", markup=False)
+            elif kind == "retry":
+                console.print(f"{node:>14}  [yellow]retrying {event['phase']}[/yellow]")
+
+    return show
+
+
+def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console) -> None:
+    if opts.json_output:
+        click.echo(json.dumps({"event": "summary", "nodes": [o.to_json() for o in outcomes]}))
+        return
+    table = Table(title="deploy summary")
+    for column in ("node", "old", "new", "paths copied", "result", "detail"):
+        table.add_column(column)
+    for row, o in zip(summary_rows(outcomes), outcomes, strict=True):
+        color = "green" if o.ok else "red" if o.result != "not-started" else "yellow"
+        table.add_row(*row[:4], f"[{color}]{row[4]}[/{color}]", row[5])
+    console.print(table)
+
+
+@cli.command("deploy")
+@click.option(
+    "--on",
+    "on",
+    multiple=True,
+    metavar="SEL",
+    help="Only these nodes: NODE[,NODE], @type (e.g. @worker) or @label=value. Repeatable.",
+)
+@click.option(
+    "--parallel", type=click.IntRange(1, 200), default=10, show_default=True, help="Copies and activations at a time."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Non-ctrl nodes activated per health-gated batch (default: --parallel).",
+)
+@click.option(
+    "--confirm-timeout",
+    type=click.IntRange(5, 3600),
+    default=30,
+    show_default=True,
+    help="Seconds a node waits for confirmation before it rolls back by itself.",
+)
+@click.option(
+    "--substitute-on-destination",
+    is_flag=True,
+    help="Let nodes fetch paths from their binary caches instead of receiving them.",
+)
+@click.option("--no-provision", is_flag=True, help="Skip the cloud step; deploy to the servers that exist.")
+@click.pass_obj
+def deploy_cmd(
+    opts: Options,
+    on: tuple[str, ...],
+    parallel: int,
+    batch_size: int | None,
+    confirm_timeout: int,
+    substitute_on_destination: bool,
+    no_provision: bool,
+) -> None:
+    """Provision, then build every system here, copy it, and activate it in waves.
+
+    Each ctrl node is activated alone (etcd keeps its quorum), the others in
+    health-gated batches. Every activation runs detached on the node and rolls
+    back by itself unless this command confirms over a fresh SSH connection
+    within --confirm-timeout. A failed batch stops the rollout. Exit status is
+    0 only when every target runs its new system and is healthy.
+
+    \b
+    Examples:
+      nix-infra deploy
+      nix-infra deploy --on @worker --batch-size 2
+      nix-infra --json deploy --on ctrl001,worker001 | jq -c .
+    """
+    console = progress_printer()
+    if not no_provision:
+        client, desired = opts.hetzner()
+        p = current_plan(client, desired)
+        if p.problems:
+            raise problems_error(p)
+        if p.has_changes:
+            if not opts.json_output:
+                render_plan(p, console)
+            _confirm(opts, f"Apply these {len(p.changes)} cloud changes to cluster {desired.cluster}?")
+            Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port).apply(p)
+    manifest = opts.load_manifest()
+    nodes = select(manifest, on)
+    deployer = Deployer(
+        manifest,
+        opts.facts(),
+        opts.ssh_settings(),
+        _deploy_options(opts, parallel, batch_size, confirm_timeout, substitute_on_destination),
+        _event_printer(opts, console),
+    )
+    outcomes = deployer.run(nodes)
+    _summary(opts, outcomes, console)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise NixInfraError(
+            f"deploy failed on {', '.join(o.node for o in failed if o.result != 'not-started')}; "
+            f"{sum(o.result == 'not-started' for o in failed)} node(s) not started"
+        )
+
+
+@cli.command("status")
+@click.option("--on", "on", multiple=True, metavar="SEL", help="Only these nodes (as for deploy).")
+@click.pass_obj
+def status_cmd(opts: Options, on: tuple[str, ...]) -> None:
+    """Cluster health at a glance: per node reachable, running vs desired system, failed units.
+
+    Exit status is 1 when any node is unreachable, degraded, has failed units
+    or does not run its desired system.
+
+    \b
+    Examples:
+      nix-infra status
+      nix-infra --json status --on @ctrl
+    """
+    manifest = opts.load_manifest()
+    nodes = select(manifest, on)
+    desired = desired_systems(opts.flake, nodes) if opts.manifest_file is None else {}
+    rows = node_status(nodes, opts.facts(), opts.ssh_settings(), desired, parallel=10)
+    if opts.json_output:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        table = Table(title=f"cluster {manifest.cluster}")
+        for column in ("node", "type", "reachable", "system", "running", "failed units"):
+            table.add_column(column)
+        for r in rows:
+            ok = "[green]yes[/green]" if r.reachable else "[red]no[/red]"
+            table.add_row(
+                r.node,
+                manifest.nodes[r.node].type,
+                ok,
+                r.system_state,
+                r.running_summary,
+                ", ".join(r.failed_units) or "-",
+            )
+        Console(highlight=False, soft_wrap=True).print(table)
+    if not all(r.ok for r in rows):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("cmd", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "-t",
+    "--targets",
+    "on",
+    multiple=True,
+    required=True,
+    metavar="SEL",
+    help="Nodes to run on: NODE[,NODE], @type or @label=value. Repeatable.",
+)
+@click.option("--parallel", type=click.IntRange(1, 200), default=10, show_default=True)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def cmd_cmd(opts: Options, on: tuple[str, ...], parallel: int, command: tuple[str, ...]) -> None:
+    """Run a command on many nodes in parallel; output prefixed by node.
+
+    Exit status is non-zero when the command failed (or the node was
+    unreachable) on any node; a per-node summary follows the output.
+
+    \b
+    Examples:
+      nix-infra cmd -t @worker -- systemctl is-active podman-api
+      nix-infra cmd -t ctrl001,ctrl002 -- journalctl -u etcd -n 20
+    """
+    manifest = opts.load_manifest()
+    nodes = select(manifest, on)
+    results = run_everywhere(nodes, opts.facts(), opts.ssh_settings(), list(command), parallel)
+    width = max(len(n.name) for n in nodes)
+    for name, result in results:
+        for line in (result.stdout + result.stderr).splitlines():
+            click.echo(f"{name:<{width}} | {line}")
+    click.echo("")
+    for name, result in results:
+        state = (
+            "ok"
+            if result.returncode == 0
+            else ("unreachable" if result.returncode == 255 else f"exit {result.returncode}")
+        )
+        click.echo(f"{name:<{width}}  {state}")
+    failed = [n for n, r in results if r.returncode != 0]
+    if failed:
+        raise NixInfraError(f"the command failed on {len(failed)} of {len(results)} node(s): {', '.join(failed)}")
+
+
+@cli.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def ssh_cmd(opts: Options, node: str, command: tuple[str, ...]) -> None:
+    """Open a shell on NODE (or run COMMAND there), with its pinned host key.
+
+    \b
+    Examples:
+      nix-infra ssh worker001
+      nix-infra ssh ctrl001 -- journalctl -fu etcd
+    """
+    manifest = opts.load_manifest()
+    [target_node] = select(manifest, [node])
+    target = ssh_target(target_node, opts.facts(), opts.ssh_settings())
+    argv = ssh_argv(target, list(command), tty=not command and sys.stdin.isatty())
+    os.execvp(argv[0], argv)
+
+
+@cli.command("rollback")
+@click.option("--on", "on", multiple=True, required=True, metavar="SEL", help="Nodes to roll back.")
+@click.option("--confirm-timeout", type=click.IntRange(5, 3600), default=30, show_default=True)
+@click.pass_obj
+def rollback_cmd(opts: Options, on: tuple[str, ...], confirm_timeout: int) -> None:
+    """Switch nodes back to their previous system generation, with magic rollback.
+
+    \b
+    Examples:
+      nix-infra rollback --on worker003
+      nix-infra --yes rollback --on @worker
+    """
+    manifest = opts.load_manifest()
+    nodes = select(manifest, on)
+    _confirm(opts, f"Roll back {', '.join(n.name for n in nodes)} to the previous generation?")
+    console = progress_printer()
+    deployer = Deployer(
+        manifest,
+        opts.facts(),
+        opts.ssh_settings(),
+        _deploy_options(opts, 10, None, confirm_timeout, False),
+        _event_printer(opts, console),
+    )
+    outcomes = deployer.rollback(nodes)
+    _summary(opts, outcomes, console)
+    if not all(o.ok for o in outcomes):
+        raise NixInfraError(f"rollback failed on {', '.join(o.node for o in outcomes if not o.ok)}")
 
 
 def _confirm(opts: Options, question: str) -> None:

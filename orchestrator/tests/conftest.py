@@ -76,9 +76,11 @@ def client(fake: FakeHcloud) -> Client:
 
 
 @pytest.fixture
-def hcloud_env(fake: FakeHcloud, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment for the CLI: token, endpoint of the fake, quick polling."""
+def hcloud_env(fake: FakeHcloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """Environment for the CLI: token, endpoint of the fake, quick polling; the working
+    directory (the "cluster repo", where facts/ goes) is a temporary one."""
     env = {"HCLOUD_TOKEN": "test-token", "HCLOUD_ENDPOINT": fake.endpoint, **FAST}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
     return env

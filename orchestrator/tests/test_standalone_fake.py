@@ -36,7 +36,7 @@ def standalone() -> Iterator[str]:
     proc.wait(timeout=10)
 
 
-def nix_infra(endpoint: str, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+def nix_infra(endpoint: str, *args: str, cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "HCLOUD_TOKEN": "t0ken",
@@ -44,9 +44,9 @@ def nix_infra(endpoint: str, *args: str, **kw: object) -> subprocess.CompletedPr
         "NIX_INFRA_HCLOUD_POLL_INTERVAL": "0.02",
         "NIX_INFRA_HCLOUD_BACKOFF": "0.02",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "nix_infra", *args], env=env, capture_output=True, text=True, check=False, **kw
-    )  # type: ignore[call-overload]
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", "nix_infra", *args], env=env, capture_output=True, text=True, check=False, cwd=cwd, **kw
+    )
 
 
 def state(endpoint: str) -> dict[str, list[dict[str, object]]]:
@@ -54,7 +54,7 @@ def state(endpoint: str) -> dict[str, list[dict[str, object]]]:
 
 
 def test_plan_provision_plan_against_the_standalone_fake(standalone: str, manifest_file: Path) -> None:
-    first = nix_infra(standalone, "--manifest", str(manifest_file), "plan")
+    first = nix_infra(standalone, "--manifest", str(manifest_file), "plan", cwd=manifest_file.parent)
     assert first.returncode == 2, first.stderr
     for resource in [
         "demo-05b2e3c96cc9",
@@ -66,9 +66,9 @@ def test_plan_provision_plan_against_the_standalone_fake(standalone: str, manife
         "demo-worker001",
     ]:
         assert resource in first.stdout
-    applied = nix_infra(standalone, "--manifest", str(manifest_file), "--yes", "provision")
+    applied = nix_infra(standalone, "--manifest", str(manifest_file), "--yes", "provision", cwd=manifest_file.parent)
     assert applied.returncode == 0, applied.stderr
-    again = nix_infra(standalone, "--manifest", str(manifest_file), "plan")
+    again = nix_infra(standalone, "--manifest", str(manifest_file), "plan", cwd=manifest_file.parent)
     assert again.returncode == 0, again.stdout
     assert len(state(standalone)["servers"]) == 2
 
@@ -99,10 +99,10 @@ def test_killed_half_way_then_rerun(standalone: str, tmp_path: Path) -> None:
     half = len(state(standalone)["servers"])
     assert 0 < half < 62  # really killed half-way
     requests.post(control, json={"action_seconds": 0.0, "latency_seconds": 0.0}, timeout=5)
-    rerun = nix_infra(standalone, "--manifest", str(manifest), "--yes", "provision")
+    rerun = nix_infra(standalone, "--manifest", str(manifest), "--yes", "provision", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     nodes = [s["labels"]["nix-infra/node"] for s in state(standalone)["servers"]]  # type: ignore[index]
     assert len(nodes) == 62 and len(set(nodes)) == 62  # exactly one server per node
     assert all(s["private_net"] for s in state(standalone)["servers"])
-    final = nix_infra(standalone, "--manifest", str(manifest), "plan")
+    final = nix_infra(standalone, "--manifest", str(manifest), "plan", cwd=tmp_path)
     assert final.returncode == 0, final.stdout

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from nix_infra.fake_hcloud.state import ApiError, FakeState, Faults, Json
+from nix_infra.fake_hcloud.state import ApiError, FakeState, Faults, Json, ServerHooks
 
 KINDS = ("servers", "networks", "firewalls", "placement_groups", "ssh_keys")
 RATE_LIMIT = 3600
@@ -28,11 +28,12 @@ RATE_LIMIT = 3600
 class FakeHcloud:
     """A stateful fake of the Hetzner Cloud API on 127.0.0.1, in a background thread."""
 
-    def __init__(self, token: str = "fake-token", port: int = 0) -> None:
+    def __init__(self, token: str = "fake-token", port: int = 0, hooks: ServerHooks | None = None) -> None:
         self.token = token
+        self.hooks = hooks
         self.lock = threading.RLock()
         self.faults = Faults()
-        self.state = FakeState(self.faults)
+        self.state = FakeState(self.faults, hooks)
         self.calls: list[tuple[str, str]] = []
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
@@ -63,7 +64,7 @@ class FakeHcloud:
     def reset(self) -> None:
         with self.lock:
             self.faults = Faults()
-            self.state = FakeState(self.faults)
+            self.state = FakeState(self.faults, self.hooks)
             self.calls.clear()
 
     def set_faults(self, **values: Any) -> None:

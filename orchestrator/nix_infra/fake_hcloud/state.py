@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nix_infra.fake_hcloud.selectors import SelectorError, parse_selector
 
@@ -142,11 +142,22 @@ def check_labels(labels: Any) -> dict[str, str]:
     return dict(labels)
 
 
+class ServerHooks(Protocol):
+    """Lets a test harness give fake servers a life: an address, a boot, a deletion."""
+
+    def allocate_ipv4(self, server_id: int) -> str: ...
+
+    def boot(self, server: Json, authorized_keys: list[str], user_data: str | None) -> None: ...
+
+    def delete(self, server: Json) -> None: ...
+
+
 class FakeState:
     """All resources of one fake project."""
 
-    def __init__(self, faults: Faults) -> None:
+    def __init__(self, faults: Faults, hooks: ServerHooks | None = None) -> None:
         self.faults = faults
+        self.hooks = hooks
         self._ids = itertools.count(1)
         self.servers: dict[int, Json] = {}
         self.networks: dict[int, Json] = {}
@@ -538,7 +549,9 @@ class FakeState:
             "public_net": {
                 "ipv4": {
                     "id": sid + 100000,
-                    "ip": f"198.51.{100 + sid // 250 % 100}.{sid % 250 + 1}",
+                    "ip": self.hooks.allocate_ipv4(sid)
+                    if self.hooks
+                    else f"198.51.{100 + sid // 250 % 100}.{sid % 250 + 1}",
                     "blocked": False,
                     "dns_ptr": f"static.{sid}.example",
                 },
@@ -607,8 +620,12 @@ class FakeState:
         for nid in body.get("networks") or []:
             self._attach(server, self.networks[int(nid)], None)
 
+        user_data = body.get("user_data")
+
         def created() -> None:
             server["status"] = "running" if start else "off"
+            if self.hooks:
+                self.hooks.boot(server, [self.ssh_keys[k]["public_key"] for k in keys], user_data)
 
         def failed() -> None:  # Hetzner cleans up a server whose creation failed
             self.servers.pop(sid, None)
@@ -636,6 +653,8 @@ class FakeState:
 
         def gone() -> None:
             self.servers.pop(server["id"], None)
+            if self.hooks:
+                self.hooks.delete(server)
             for fw in self.firewalls.values():
                 fw["applied_to"] = [
                     t for t in fw["applied_to"] if not (t["type"] == "server" and t["server"]["id"] == server["id"])

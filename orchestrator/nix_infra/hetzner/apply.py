@@ -10,6 +10,7 @@ the job without duplicates (servers are matched by their node label).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from hcloud.servers import BoundServer, Server, ServerCreatePublicNetwork
 from hcloud.ssh_keys import SSHKey
 
 from nix_infra.errors import NixInfraError
+from nix_infra.facts import FactsStore, HostKey, NodeFacts, generate_host_key
 from nix_infra.hetzner.client import api_errors, wait_for
 from nix_infra.hetzner.model import Actual, Desired, Rule, read_actual
 from nix_infra.hetzner.plan import Change, Plan
@@ -63,11 +65,25 @@ def problems_error(plan: Plan) -> NixInfraError:
     return NixInfraError(f"the plan has problems that need a decision first:\n{lines}")
 
 
+def cloud_init_host_key(key: HostKey) -> str:
+    """cloud-init user_data that installs our SSH host key before sshd first starts, so
+    the key is pinned before the first connection. JSON is YAML, so this is valid cloud-config."""
+    return "#cloud-config\n" + json.dumps(
+        {
+            "ssh_deletekeys": True,
+            "ssh_genkeytypes": [],
+            "ssh_keys": {"ed25519_private": key.private_openssh, "ed25519_public": key.public},
+        }
+    )
+
+
 @dataclass
 class Applier:
     client: Client
     desired: Desired
     progress: Progress
+    facts: FactsStore | None = None  # where to record each new server's address and host key
+    ssh_port: int = 22
 
     def apply(self, plan: Plan) -> None:
         if plan.problems:
@@ -196,12 +212,15 @@ class Applier:
         network_id = self._network_id(actual)
         created: list[tuple[Change, Server]] = []
         pending: list[tuple[str, BoundAction]] = []
+        host_keys: dict[str, HostKey] = {}
         for c in creates:
             what = f"server {c.name}"
             f = c.fields
+            host_keys[c.name] = key = generate_host_key()
             with api_errors(what):
                 try:
                     resp = self.client.servers.create(
+                        user_data=cloud_init_host_key(key),
                         name=c.name,
                         server_type=ServerType(name=f["server_type"]),
                         image=Image(name=f["image"]),
@@ -219,6 +238,7 @@ class Applier:
                     created.append((c, adopted))
                     continue
             created.append((c, resp.server))
+            self._record_facts(c, resp.server, host_keys[c.name])
             pending += [(what, resp.action), *((what, a) for a in resp.next_actions or [])]
             self.progress(f"+ server {c.name} ({f['server_type']}, {f['location']}) requested")
         _wait_all(pending)
@@ -237,6 +257,21 @@ class Applier:
         _wait_all(attach)
         for c, _ in created:
             self.progress(f"+ server {c.name} running, private IP {c.fields['private_ip']}")
+
+    def _record_facts(self, c: Change, server: BoundServer, key: HostKey) -> None:
+        """Pin the new server's host key and address at once, before anything connects to it."""
+        if self.facts is None:
+            return
+        net = server.public_net
+        ipv4 = net.ipv4.ip if net and net.ipv4 else None
+        if ipv4 is None:
+            raise NixInfraError(f"server {c.name} has no public IPv4 address")
+        ipv6 = net.ipv6.ip if net and net.ipv6 else None
+        self.facts.write(
+            NodeFacts(
+                node=c.fields["node"], host_key=key.public, public_ipv4=ipv4, public_ipv6=ipv6, ssh_port=self.ssh_port
+            )
+        )
 
     def _adopt_after_lost_answer(self, exc: APIException, c: Change) -> BoundServer | None:
         """A uniqueness error for a server this run just asked for: an earlier answer was lost."""

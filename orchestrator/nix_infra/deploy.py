@@ -1,0 +1,326 @@
+"""The deploy pipeline: build every system once, copy in parallel, activate in
+health-gated waves with magic rollback.
+
+  build     one `nix build` of every target's system, on this machine
+  copy      `nix copy --to ssh-ng://` to each node, --parallel at a time, retried
+  activate  by the manifest's waves: each ctrl node alone, then the rest in
+            batches of --batch-size; a node already running its new system is
+            left alone; each activation is confirmed over a fresh connection
+  health    after each batch: reachable, `systemctl is-system-running` is
+            running, the node type's key units are active
+
+A failure (copy, activation, health) stops the rollout: later batches are not
+started and the failing node's log tail is shown.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nix_infra.activate import Activation, current_system_command
+from nix_infra.errors import NixInfraError
+from nix_infra.facts import FactsStore
+from nix_infra.manifest import Manifest, Node
+from nix_infra.nix import build_argv, copied_paths, copy_argv, parse_build_output
+from nix_infra.process import run
+from nix_infra.ssh import SshTarget, nix_sshopts, run_remote
+
+Events = Callable[[dict[str, Any]], None]
+
+# Units that must be active on every node after a switch, by node type. Later
+# capabilities add theirs (etcd on ctrl, the mesh proxy, ...).
+KEY_UNITS: dict[str, tuple[str, ...]] = {
+    "ctrl": ("sshd.service",),
+    "worker": ("sshd.service",),
+    "service": ("sshd.service",),
+    "ingress": ("sshd.service",),
+    "registry": ("sshd.service",),
+}
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    flake: str
+    parallel: int = 10
+    batch_size: int | None = None  # default: --parallel
+    confirm_timeout: int = 30
+    activation_timeout: float = 240.0
+    health_timeout: float = 60.0
+    substitute_on_destination: bool = False
+    copy_attempts: int = 3
+    poll_interval: float = 0.5
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    node: str
+    result: str  # unchanged | switched | failed | rolled-back | unhealthy | copy-failed | not-started
+    old_system: str | None = None
+    new_system: str | None = None
+    paths_copied: int = 0
+    detail: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("unchanged", "switched")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "result": self.result,
+            "old_system": self.old_system,
+            "new_system": self.new_system,
+            "paths_copied": self.paths_copied,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """How the orchestrator reaches nodes: identity and port (22 on Hetzner)."""
+
+    identity: Path | None = None
+    port: int = 22
+    connect_timeout: int = 10
+
+
+def ssh_target(node: Node, facts: FactsStore, settings: SshSettings) -> SshTarget:
+    known = facts.read(node.name)
+    if known is None:
+        raise NixInfraError(
+            f"{node.name}: no facts/{node.name}.json, so its address and host key are unknown. Run `provision` "
+            f"first; if the server exists without facts (an answer was lost, or facts/ was not kept), "
+            f"`destroy {node.name}` and provision again."
+        )
+    return SshTarget(
+        node=node.name,
+        host=known.public_ipv4,
+        port=known.ssh_port,
+        known_hosts=facts.known_hosts,
+        identity=settings.identity,
+    )
+
+
+def batches(manifest: Manifest, chosen: Sequence[Node], batch_size: int) -> list[list[str]]:
+    """The manifest's waves restricted to the chosen nodes, the last ones cut into batches."""
+    names = {n.name for n in chosen}
+    out: list[list[str]] = []
+    for wave in manifest.waves:
+        members = [n for n in wave if n in names]
+        if not members:
+            continue
+        if all(manifest.nodes[n].type == "ctrl" for n in members):
+            out += [[n] for n in members]
+        else:
+            out += [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
+    return out
+
+
+@dataclass
+class Deployer:
+    manifest: Manifest
+    facts: FactsStore
+    ssh: SshSettings
+    options: DeployOptions
+    events: Events = field(default=lambda e: None)
+
+    def emit(self, event: str, node: str | None = None, **data: Any) -> None:
+        self.events({"event": event, "node": node, "time": round(time.time(), 3), **data})
+
+    # ---- build and copy ----------------------------------------------------------------------
+    def build(self, nodes: Sequence[Node]) -> dict[str, str]:
+        self.emit("phase", phase="build", nodes=[n.name for n in nodes])
+        argv = build_argv(self.options.flake, [n.system for n in nodes])
+        result = run(argv, what=f"building {len(nodes)} system(s)")
+        paths = parse_build_output(result.stdout, len(nodes))
+        return {n.name: p for n, p in zip(nodes, paths, strict=True)}
+
+    def copy(self, target: SshTarget, path: str) -> int:
+        env = {**os.environ, "NIX_SSHOPTS": nix_sshopts(target)}
+        argv = copy_argv(path, target, substitute_on_destination=self.options.substitute_on_destination)
+        last = ""
+        for attempt in range(1, self.options.copy_attempts + 1):
+            self.emit("phase", target.node, phase="copy", attempt=attempt)
+            result = run(argv, env=env, check=False, what=f"{target.node}: nix copy")
+            if result.returncode == 0:
+                copied = len(copied_paths(result.stderr))
+                self.emit("copied", target.node, paths=copied)
+                return copied
+            last = "\n".join(result.stderr.strip().splitlines()[-5:])
+            self.emit("retry", target.node, phase="copy", attempt=attempt, error=last)
+            time.sleep(min(2.0**attempt * 0.25, 5.0))
+        raise NixInfraError(f"{target.node}: copying the system failed {self.options.copy_attempts} times:\n{last}")
+
+    # ---- activation --------------------------------------------------------------------------
+    def _poll(self, target: SshTarget, act: Activation, done: set[str], timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = run_remote(target, act.status_command(), check=False, timeout=30)
+            status = result.stdout.strip()
+            if result.returncode == 0 and status in done:
+                return status
+            time.sleep(self.options.poll_interval)
+        return None
+
+    def activate(self, target: SshTarget, new: str) -> NodeOutcome:
+        start = time.monotonic()
+        current = run_remote(target, current_system_command(), check=False, timeout=30)
+        if current.returncode == 255:
+            return NodeOutcome(target.node, "failed", None, new, detail=f"unreachable: {current.stderr.strip()}")
+        old = current.stdout.strip() or None
+        if old == new:
+            self.emit("unchanged", target.node)
+            return NodeOutcome(target.node, "unchanged", old, new)
+        act = Activation(target.node, new, f"{int(time.time())}-{secrets.token_hex(4)}", self.options.confirm_timeout)
+        self.emit("phase", target.node, phase="activate", token=act.token)
+        run_remote(target, act.start_command(), timeout=60)
+        status = self._poll(
+            target, act, {"waiting", "failed", "confirmed", "rolled-back"}, self.options.activation_timeout
+        )
+        if status == "waiting":
+            # the confirmation travels over a fresh connection: if the new system broke
+            # networking or SSH, it never arrives and the node reverts by itself
+            self.emit("phase", target.node, phase="confirm")
+            deadline = time.monotonic() + self.options.confirm_timeout
+            while time.monotonic() < deadline:
+                if run_remote(target, act.confirm_command(), check=False, timeout=15).returncode == 0:
+                    break
+                time.sleep(self.options.poll_interval)
+            status = self._poll(target, act, {"confirmed", "rolled-back"}, self.options.confirm_timeout + 30)
+        seconds = time.monotonic() - start
+        if status == "confirmed":
+            self.emit("switched", target.node, system=new)
+            return NodeOutcome(target.node, "switched", old, new, seconds=seconds)
+        tail = run_remote(target, act.log_command(), check=False, timeout=30).stdout.strip()
+        result = status if status in ("failed", "rolled-back") else "failed"
+        detail = tail or ("activation did not report back in time" if status is None else "")
+        self.emit("failed", target.node, result=result, log=tail)
+        return NodeOutcome(target.node, result, old, new, detail=detail, seconds=seconds)
+
+    # ---- health ------------------------------------------------------------------------------
+    def healthy(self, target: SshTarget, node: Node) -> str | None:
+        """None when healthy, else why not (after retrying until the health timeout)."""
+        deadline = time.monotonic() + self.options.health_timeout
+        why = "not checked"
+        while True:
+            state = run_remote(target, ["systemctl", "is-system-running"], check=False, timeout=30)
+            system_state = state.stdout.strip()
+            if state.returncode == 255:
+                why = f"unreachable: {state.stderr.strip()}"
+            elif system_state not in ("running",):
+                why = f"system is {system_state or 'unknown'}"
+            else:
+                units = KEY_UNITS.get(node.type, ())
+                active = run_remote(target, ["systemctl", "is-active", *units], check=False, timeout=30)
+                if active.returncode == 0:
+                    return None
+                failed = [u for u, s in zip(units, active.stdout.split(), strict=False) if s != "active"]
+                why = f"units not active: {', '.join(failed) or active.stdout.strip()}"
+            if system_state == "degraded" or time.monotonic() >= deadline:
+                return why
+            time.sleep(self.options.poll_interval)
+
+    # ---- the whole rollout -------------------------------------------------------------------
+    def run(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
+        if not nodes:
+            raise NixInfraError("no nodes to deploy")
+        targets = {n.name: ssh_target(n, self.facts, self.ssh) for n in nodes}
+        systems = self.build(nodes)
+        copied: dict[str, int] = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
+            futures = {n.name: pool.submit(self.copy, targets[n.name], systems[n.name]) for n in nodes}
+            errors = []
+            for name, fut in futures.items():
+                try:
+                    copied[name] = fut.result()
+                except NixInfraError as exc:
+                    errors.append(exc.message)
+        if errors:
+            raise NixInfraError("\n".join(errors) + "\nnothing was activated")
+
+        outcomes: dict[str, NodeOutcome] = {}
+        plan = batches(self.manifest, nodes, self.options.batch_size or self.options.parallel)
+        stopped = False
+        for batch in plan:
+            if stopped:
+                for name in batch:
+                    outcomes[name] = NodeOutcome(
+                        name, "not-started", new_system=systems[name], paths_copied=copied[name]
+                    )
+                continue
+            self.emit("batch", nodes=batch)
+            with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
+                results = list(pool.map(lambda name: self.activate(targets[name], systems[name]), batch))
+            for outcome in results:
+                outcomes[outcome.node] = _with_copied(outcome, copied[outcome.node])
+            if all(o.ok for o in results):
+                with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
+                    checks = list(
+                        pool.map(lambda name: (name, self.healthy(targets[name], self.manifest.nodes[name])), batch)
+                    )
+                for name, why in checks:
+                    if why is not None:
+                        o = outcomes[name]
+                        outcomes[name] = NodeOutcome(
+                            name, "unhealthy", o.old_system, o.new_system, o.paths_copied, why, o.seconds
+                        )
+                        self.emit("unhealthy", name, reason=why)
+            if not all(outcomes[n].ok for n in batch):
+                stopped = True
+        return [outcomes[n.name] for n in nodes]
+
+    def rollback(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
+        """Activate each node's previous generation, with the same magic rollback."""
+        outcomes = []
+        for node in nodes:
+            target = ssh_target(node, self.facts, self.ssh)
+            listing = run_remote(target, ["/bin/sh", "-c", PREVIOUS_GENERATION], check=False, timeout=30)
+            previous = listing.stdout.strip()
+            if listing.returncode != 0 or not previous:
+                outcomes.append(NodeOutcome(node.name, "failed", detail="no previous generation to roll back to"))
+                continue
+            outcomes.append(self.activate(target, previous))
+        return outcomes
+
+
+# The system generation before the one the profile points at now.
+PREVIOUS_GENERATION = (
+    "cd /nix/var/nix/profiles && cur=$(readlink system | sed -n 's/^system-\\([0-9]*\\)-link$/\\1/p') && "
+    "prev=$(ls -1 | sed -n 's/^system-\\([0-9]*\\)-link$/\\1/p' | sort -n | awk -v c=\"$cur\" '$1 < c' | tail -n 1) && "
+    '[ -n "$prev" ] && readlink -f "system-$prev-link"'
+)
+
+
+def _with_copied(o: NodeOutcome, copied: int) -> NodeOutcome:
+    return NodeOutcome(o.node, o.result, o.old_system, o.new_system, copied, o.detail, o.seconds)
+
+
+def generation_name(path: str | None) -> str:
+    """A store path as people read it: its hash prefix and name."""
+    if not path:
+        return "-"
+    base = path.rsplit("/", 1)[-1]
+    return f"{base[:8]}..{base[33:]}" if len(base) > 33 else base
+
+
+def summary_rows(outcomes: Iterable[NodeOutcome]) -> list[list[str]]:
+    return [
+        [
+            o.node,
+            generation_name(o.old_system),
+            generation_name(o.new_system),
+            str(o.paths_copied),
+            o.result,
+            o.detail.splitlines()[-1] if o.detail else "",
+        ]
+        for o in outcomes
+    ]

@@ -1,0 +1,119 @@
+"""Per-node facts learned at provision time, and the cluster's pinned host keys.
+
+facts/<node>.json     {"node", "hostKey", "publicIpv4", "publicIpv6", "sshPort"}
+facts/known_hosts     one line per node: "<hosts> <key> nix-infra:<node>"
+
+Host keys are generated on the operator's machine (cryptography's Ed25519),
+so the key is known, and pinned, before the first connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from nix_infra.errors import NixInfraError
+
+MARK = "nix-infra:"
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """A freshly generated SSH host key; `private_openssh` lives in memory only."""
+
+    private_openssh: str
+    public: str  # "ssh-ed25519 AAAA..."
+
+
+def generate_host_key() -> HostKey:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return HostKey(private_openssh=private, public=public.decode())
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    node: str
+    host_key: str
+    public_ipv4: str
+    public_ipv6: str | None = None
+    ssh_port: int = 22
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "node": self.node,
+            "hostKey": self.host_key,
+            "publicIpv4": self.public_ipv4,
+            "publicIpv6": self.public_ipv6,
+            "sshPort": self.ssh_port,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> NodeFacts:
+        ipv6 = data.get("publicIpv6")
+        port = data.get("sshPort", 22)
+        if not isinstance(port, int):
+            raise ValueError("sshPort must be a number")
+        return cls(
+            node=str(data["node"]),
+            host_key=str(data["hostKey"]),
+            public_ipv4=str(data["publicIpv4"]),
+            public_ipv6=None if ipv6 is None else str(ipv6),
+            ssh_port=port,
+        )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)  # public data, committed with the cluster repo
+    os.replace(tmp, path)
+
+
+class FactsStore:
+    """facts/ of a cluster repo."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.known_hosts = directory / "known_hosts"
+
+    def read(self, node: str) -> NodeFacts | None:
+        path = self.directory / f"{node}.json"
+        if not path.exists():
+            return None
+        try:
+            return NodeFacts.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise NixInfraError(f"{path} is not a valid facts file: {exc}") from exc
+
+    def write(self, facts: NodeFacts) -> None:
+        _write_atomically(self.directory / f"{facts.node}.json", json.dumps(facts.to_json(), indent=2) + "\n")
+        host = facts.public_ipv4 if facts.ssh_port == 22 else f"[{facts.public_ipv4}]:{facts.ssh_port}"
+        self.pin(facts.node, [host], facts.host_key)
+
+    def pin(self, node: str, hosts: list[str], public_key: str) -> None:
+        """Make `public_key` the only key known_hosts accepts for `node`'s hosts."""
+        lines = self.known_hosts.read_text().splitlines() if self.known_hosts.exists() else []
+        kept = [line for line in lines if not line.endswith(f" {MARK}{node}")]
+        key = " ".join(public_key.split()[:2])
+        kept.append(f"{','.join(hosts)} {key} {MARK}{node}")
+        _write_atomically(self.known_hosts, "\n".join(sorted(kept)) + "\n")
+
+    def forget(self, node: str) -> None:
+        if self.known_hosts.exists():
+            lines = self.known_hosts.read_text().splitlines()
+            _write_atomically(
+                self.known_hosts, "".join(f"{line}\n" for line in lines if not line.endswith(f" {MARK}{node}"))
+            )
+        (self.directory / f"{node}.json").unlink(missing_ok=True)

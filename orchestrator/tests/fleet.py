@@ -1,0 +1,250 @@
+"""A local fleet of fake servers for end-to-end tests (usable by later capabilities).
+
+Each fake server is a real sshd in its own mount namespace, with its own /nix
+(a separate Nix store) and its own /run, listening on its own loopback address
+127.0.0.N. Servers come to life when the fake Hetzner API finishes creating
+them (FakeHcloud hooks): the SSH host key is the one the orchestrator put into
+the server's cloud-init user_data, the authorized keys are the server's SSH
+keys. What only a real NixOS has is stood in for, minimally, by scripts on the
+server's PATH:
+
+  systemd-run  runs the command after `--` detached (setsid), as a transient
+               unit would, and records its argv in /run/fake/systemd-run.log
+  systemctl    `is-system-running` prints /run/fake/system-state (default
+               "running"); `is-active U...` prints active unless U is listed
+               in /run/fake/failed-units
+
+Tests flip those files to make a node degraded or a unit fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SSH_PORT = 2222
+
+SYSTEMD_RUN = """#!/bin/sh
+# stand-in for systemd-run: run the command after "--" detached, like a transient unit
+echo "$*" >> /run/fake/systemd-run.log
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do shift; done
+shift
+setsid "$@" >> /run/fake/units.log 2>&1 < /dev/null &
+"""
+
+SYSTEMCTL = """#!/bin/sh
+# stand-in for systemctl: is-system-running, is-active
+case "$1" in
+  is-system-running)
+    state=$(cat /run/fake/system-state 2>/dev/null || echo running)
+    echo "$state"
+    [ "$state" = running ] ;;
+  is-active)
+    shift; rc=0
+    for u in "$@"; do
+      if grep -qx "$u" /run/fake/failed-units 2>/dev/null; then echo failed; rc=3; else echo active; fi
+    done
+    exit $rc ;;
+  --failed|list-units)
+    cat /run/fake/failed-units 2>/dev/null | sed 's/$/ loaded failed failed/' ;;
+  *) echo "fake systemctl: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def _wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"sshd on {host}:{port} did not start")
+
+
+def host_key_from_user_data(user_data: str | None) -> tuple[str, str]:
+    """The ed25519 host key pair from cloud-init user_data (JSON is YAML)."""
+    if not user_data or not user_data.startswith("#cloud-config\n"):
+        raise ValueError("fake server: no #cloud-config user_data with ssh_keys")
+    keys = json.loads(user_data.split("\n", 1)[1])["ssh_keys"]
+    return keys["ed25519_private"], keys["ed25519_public"]
+
+
+@dataclass
+class FakeServer:
+    name: str
+    ip: str
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def store(self) -> Path:
+        return self.root / "nix" / "store"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    def fake_file(self, name: str) -> Path:
+        return self.run_dir / "fake" / name
+
+    def current_system(self) -> str | None:
+        link = self.run_dir / "current-system"
+        return os.readlink(link) if link.is_symlink() else None
+
+    def activations(self) -> list[str]:
+        log = self.fake_file("activations")
+        return log.read_text().split() if log.exists() else []
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@dataclass
+class FakeFleet:
+    """Implements FakeHcloud's ServerHooks with real sshd processes."""
+
+    root: Path
+    port: int = SSH_PORT
+    servers: dict[str, FakeServer] = field(default_factory=dict)
+    _next: int = 10
+
+    def allocate_ipv4(self, server_id: int) -> str:
+        self._next += 1
+        return f"127.0.0.{self._next}"
+
+    def boot(self, server: dict[str, Any], authorized_keys: list[str], user_data: str | None) -> None:
+        private, public = host_key_from_user_data(user_data)
+        name, ip = server["name"], server["public_net"]["ipv4"]["ip"]
+        root = self.root / name
+        shutil.rmtree(root, ignore_errors=True)
+        for d in ("nix/store", "nix/var", "run/sshd", "run/fake", "bin", "etc"):
+            (root / d).mkdir(parents=True)
+        (root / "etc" / "host_key").write_text(private)
+        (root / "etc" / "host_key").chmod(0o600)
+        (root / "etc" / "host_key.pub").write_text(public + "\n")
+        (root / "etc" / "authorized_keys").write_text("".join(k + "\n" for k in authorized_keys))
+        for tool, text in (("systemd-run", SYSTEMD_RUN), ("systemctl", SYSTEMCTL)):
+            (root / "bin" / tool).write_text(text)
+            (root / "bin" / tool).chmod(0o755)
+        config = root / "etc" / "sshd_config"
+        config.write_text(
+            f"ListenAddress {ip}:{self.port}\n"
+            f"HostKey {root}/etc/host_key\n"
+            f"AuthorizedKeysFile {root}/etc/authorized_keys\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PidFile /run/sshd.pid\nStrictModes no\nUsePAM no\nMaxStartups 100\n"
+            f"SetEnv PATH={root}/bin:/usr/bin:/bin:/usr/sbin:/sbin\n"
+        )
+        # root's login shell becomes /bin/sh in here: the host's ~/.bashrc (slow tool
+        # set-ups) must not run on every SSH command
+        passwd = "".join(
+            ":".join([*line.split(":")[:6], "/bin/sh"]) + "\n" if line.startswith("root:") else line + "\n"
+            for line in Path("/etc/passwd").read_text().splitlines()
+        )
+        (root / "etc" / "passwd").write_text(passwd)
+        script = (
+            f"mount --bind {root}/nix /nix && mount --bind {root}/run /run && "
+            f"mount --bind {root}/etc/passwd /etc/passwd && exec /usr/sbin/sshd -D -e -f {config}"
+        )
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            stdout=open(root / "sshd.log", "wb"),  # noqa: SIM115 - the process owns it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        fake = FakeServer(name=name, ip=ip, root=root, process=process)
+        self.servers[name] = fake
+        _wait_listening(ip, self.port)
+        time.sleep(0.05)
+        if process.poll() is not None:  # somebody else listens there: this sshd could not bind
+            raise RuntimeError(f"sshd for {name} exited: {(root / 'sshd.log').read_text()}")
+
+    def delete(self, server: dict[str, Any]) -> None:
+        fake = self.servers.pop(server["name"], None)
+        if fake:
+            fake.stop()
+
+    def stop_all(self) -> None:
+        for fake in self.servers.values():
+            fake.stop()
+        self.servers.clear()
+
+
+# ---- a cluster flake whose systems are small test derivations ----------------------------------
+
+SWITCH = r"""#!/bin/sh
+# test system: records its activation; fails, hangs or breaks SSH when told to
+self=$(dirname "$(dirname "$(readlink -f "$0")")")
+mkdir -p /run/fake
+for what in hang fail break-ssh; do
+  if [ -e "/run/fake/$what" ] && grep -qx "$self" "/run/fake/$what"; then eval "mode=$what"; fi
+done
+case "${mode:-}" in
+  hang) sleep 3600 ;;
+  fail) echo "switch-to-configuration: activation script failed" >&2; exit 1 ;;
+  break-ssh) kill -STOP "$(cat /run/sshd.pid)" ;;
+  *) kill -CONT "$(cat /run/sshd.pid)" 2>/dev/null || true ;;
+esac
+echo "$self" >> /run/fake/activations
+ln -sfn "$self" /run/current-system
+"""
+
+FLAKE = """{
+  outputs = { self }:
+    let
+      cluster = (import ./lib).evalCluster (import ./cluster.nix);
+      generation = import ./generation.nix;
+      mkSystem = name: derivation {
+        name = "nixos-system-${name}-g${toString generation}";
+        system = "%(system)s";
+        builder = "/bin/sh";
+        PATH = "/usr/bin:/bin";
+        switch = builtins.readFile ./switch.sh;
+        args = [ "-c" ''
+          mkdir -p $out/bin
+          printf '%%s' "$switch" > $out/bin/switch-to-configuration
+          chmod +x $out/bin/switch-to-configuration
+        '' ];
+      };
+    in {
+      nixInfra.manifest = cluster.manifest;
+      nixosConfigurations = builtins.mapAttrs
+        (name: _: { config.system.build.toplevel = mkSystem name; }) cluster.nodes;
+    };
+}
+"""
+
+
+def write_cluster_flake(directory: Path, repo: Path, spec: str, generation: int = 1) -> Path:
+    """A cluster flake (no inputs) with the real lib and test systems; bump `generation` for new systems."""
+    import platform
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / "lib").exists():
+        shutil.copytree(repo / "lib", directory / "lib")
+    arch = {"x86_64": "x86_64-linux", "aarch64": "aarch64-linux"}[platform.machine()]
+    (directory / "flake.nix").write_text(FLAKE % {"system": arch})
+    (directory / "switch.sh").write_text(SWITCH)
+    (directory / "cluster.nix").write_text(spec)
+    set_generation(directory, generation)
+    return directory
+
+
+def set_generation(directory: Path, generation: int) -> None:
+    (directory / "generation.nix").write_text(f"{generation}\n")
