@@ -55,6 +55,23 @@ exit 1
 """
 
 
+WATCH = r"""
+confirm=$1 base=$2 timeout=$3
+shift 3
+[ "$confirm" = 1 ] && touch "$base.confirm"
+i=0 s=""
+while [ "$i" -lt $((timeout * 5)) ]; do
+  [ -r "$base.status" ] && read -r s < "$base.status"  # builtins: no process per look
+  for want in "$@"; do
+    if [ "$s" = "$want" ]; then echo "$s"; exit 0; fi
+  done
+  sleep 0.2; i=$((i + 1))
+done
+echo "${s:-none}"
+exit 1
+"""
+
+
 @dataclass(frozen=True)
 class Activation:
     """One activation of one node."""
@@ -84,6 +101,20 @@ class Activation:
 
     def status_command(self) -> list[str]:
         return ["cat", f"{STATE_DIR}/{self.token}.status"]
+
+    def watch_command(self, states: tuple[str, ...], timeout: int, *, confirm: bool = False) -> list[str]:
+        """Wait on the node (one connection, no polling from here) until the status is one
+        of `states`; print it. With `confirm`, first create the confirmation file."""
+        return [
+            "/bin/sh",
+            "-c",
+            WATCH,
+            "nix-infra-watch",
+            "1" if confirm else "0",
+            f"{STATE_DIR}/{self.token}",
+            str(timeout),
+            *states,
+        ]
 
     def confirm_command(self) -> list[str]:
         return ["touch", f"{STATE_DIR}/{self.token}.confirm"]

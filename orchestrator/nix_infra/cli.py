@@ -495,19 +495,21 @@ def status_cmd(opts: Options, on: tuple[str, ...]) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_obj
 def cmd_cmd(opts: Options, on: tuple[str, ...], parallel: int, command: tuple[str, ...]) -> None:
-    """Run a command on many nodes in parallel; output prefixed by node.
+    """Run a shell command on many nodes in parallel; output prefixed by node.
 
-    Exit status is non-zero when the command failed (or the node was
-    unreachable) on any node; a per-node summary follows the output.
+    As with ssh, the words of COMMAND are joined by spaces and run by the
+    node's shell. Exit status is non-zero when the command failed (or the
+    node was unreachable) on any node; a per-node summary follows the output.
 
     \b
     Examples:
       nix-infra cmd -t @worker -- systemctl is-active podman-api
-      nix-infra cmd -t ctrl001,ctrl002 -- journalctl -u etcd -n 20
+      nix-infra cmd -t ctrl001,ctrl002 -- 'journalctl -u etcd -n 200 | grep -i error'
     """
     manifest = opts.load_manifest()
     nodes = select(manifest, on)
-    results = run_everywhere(nodes, opts.facts(), opts.ssh_settings(), list(command), parallel)
+    # like ssh: the words are joined and the node's shell interprets them (pipes, globs, ...)
+    results = run_everywhere(nodes, opts.facts(), opts.ssh_settings(), ["/bin/sh", "-c", " ".join(command)], parallel)
     width = max(len(n.name) for n in nodes)
     for name, result in results:
         for line in (result.stdout + result.stderr).splitlines():

@@ -30,7 +30,7 @@ from nix_infra.facts import FactsStore
 from nix_infra.manifest import Manifest, Node
 from nix_infra.nix import build_argv, copied_paths, copy_argv, parse_build_output
 from nix_infra.process import run
-from nix_infra.ssh import SshTarget, nix_sshopts, run_remote
+from nix_infra.ssh import SshTarget, nix_sshopts, run_remote, run_remote_commands
 
 Events = Callable[[dict[str, Any]], None]
 
@@ -161,41 +161,50 @@ class Deployer:
         raise NixInfraError(f"{target.node}: copying the system failed {self.options.copy_attempts} times:\n{last}")
 
     # ---- activation --------------------------------------------------------------------------
-    def _poll(self, target: SshTarget, act: Activation, done: set[str], timeout: float) -> str | None:
+    def _watch(
+        self, target: SshTarget, act: Activation, states: tuple[str, ...], timeout: float, *, confirm: bool = False
+    ) -> str | None:
+        """Wait for one of `states`, watching on the node; reconnect when the connection drops."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            result = run_remote(target, act.status_command(), check=False, timeout=30)
-            status = result.stdout.strip()
-            if result.returncode == 0 and status in done:
+            remaining = max(1, int(deadline - time.monotonic()))
+            result = run_remote(
+                target, act.watch_command(states, remaining, confirm=confirm), check=False, timeout=remaining + 30
+            )
+            status = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+            if result.returncode == 0 and status in states:
                 return status
             time.sleep(self.options.poll_interval)
         return None
 
-    def activate(self, target: SshTarget, new: str) -> NodeOutcome:
+    def activate(self, target: SshTarget, new: str, old: str | None = None) -> NodeOutcome:
         start = time.monotonic()
-        current = run_remote(target, current_system_command(), check=False, timeout=30)
-        if current.returncode == 255:
-            return NodeOutcome(target.node, "failed", None, new, detail=f"unreachable: {current.stderr.strip()}")
-        old = current.stdout.strip() or None
-        if old == new:
-            self.emit("unchanged", target.node)
-            return NodeOutcome(target.node, "unchanged", old, new)
         act = Activation(target.node, new, f"{int(time.time())}-{secrets.token_hex(4)}", self.options.confirm_timeout)
         self.emit("phase", target.node, phase="activate", token=act.token)
-        run_remote(target, act.start_command(), timeout=60)
-        status = self._poll(
-            target, act, {"waiting", "failed", "confirmed", "rolled-back"}, self.options.activation_timeout
+        started = ("waiting", "failed", "confirmed", "rolled-back")
+        # start the transient unit and watch it in the same connection (one round trip);
+        # if that connection drops (the switch restarted the network), _watch reconnects
+        first = run_remote_commands(
+            target,
+            act.start_command(),
+            act.watch_command(started, int(self.options.activation_timeout)),
+            timeout=self.options.activation_timeout + 60,
+            check=False,
         )
+        status: str | None = first.stdout.strip().splitlines()[-1] if first.stdout.strip() else ""
+        if status not in started:
+            if first.returncode not in (1, 255):  # 1: the watch timed out; 255: the connection dropped
+                raise NixInfraError(
+                    f"{target.node}: starting the activation failed (exit {first.returncode}): {first.stderr.strip()}"
+                )
+            status = self._watch(target, act, started, self.options.activation_timeout)
         if status == "waiting":
             # the confirmation travels over a fresh connection: if the new system broke
             # networking or SSH, it never arrives and the node reverts by itself
             self.emit("phase", target.node, phase="confirm")
-            deadline = time.monotonic() + self.options.confirm_timeout
-            while time.monotonic() < deadline:
-                if run_remote(target, act.confirm_command(), check=False, timeout=15).returncode == 0:
-                    break
-                time.sleep(self.options.poll_interval)
-            status = self._poll(target, act, {"confirmed", "rolled-back"}, self.options.confirm_timeout + 30)
+            status = self._watch(
+                target, act, ("confirmed", "rolled-back"), self.options.confirm_timeout + 30, confirm=True
+            )
         seconds = time.monotonic() - start
         if status == "confirmed":
             self.emit("switched", target.node, system=new)
@@ -209,35 +218,53 @@ class Deployer:
     # ---- health ------------------------------------------------------------------------------
     def healthy(self, target: SshTarget, node: Node) -> str | None:
         """None when healthy, else why not (after retrying until the health timeout)."""
+        units = KEY_UNITS.get(node.type, ())
+        check = ["/bin/sh", "-c", 'systemctl is-system-running; echo "--"; systemctl is-active "$@"', "health", *units]
         deadline = time.monotonic() + self.options.health_timeout
-        why = "not checked"
         while True:
-            state = run_remote(target, ["systemctl", "is-system-running"], check=False, timeout=30)
-            system_state = state.stdout.strip()
-            if state.returncode == 255:
-                why = f"unreachable: {state.stderr.strip()}"
-            elif system_state not in ("running",):
+            result = run_remote(target, check, check=False, timeout=30)
+            state, _, active = result.stdout.partition("--")
+            system_state = state.strip()
+            if result.returncode == 255:
+                why = f"unreachable: {result.stderr.strip()}"
+            elif system_state != "running":
                 why = f"system is {system_state or 'unknown'}"
             else:
-                units = KEY_UNITS.get(node.type, ())
-                active = run_remote(target, ["systemctl", "is-active", *units], check=False, timeout=30)
-                if active.returncode == 0:
+                failed = [u for u, s in zip(units, active.split(), strict=False) if s != "active"]
+                if not failed and len(active.split()) == len(units):
                     return None
-                failed = [u for u, s in zip(units, active.stdout.split(), strict=False) if s != "active"]
-                why = f"units not active: {', '.join(failed) or active.stdout.strip()}"
+                why = f"units not active: {', '.join(failed) or active.strip()}"
             if system_state == "degraded" or time.monotonic() >= deadline:
                 return why
             time.sleep(self.options.poll_interval)
 
     # ---- the whole rollout -------------------------------------------------------------------
+    def probe(self, targets: dict[str, SshTarget]) -> dict[str, str | None]:
+        """What every node runs now (one round trip each, in parallel); unreachable nodes are an error."""
+
+        def one(target: SshTarget) -> tuple[str, str | None, str]:
+            result = run_remote(target, current_system_command(), check=False, timeout=30)
+            return target.node, result.stdout.strip() or None, result.stderr.strip() if result.returncode else ""
+
+        with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
+            found = list(pool.map(one, targets.values()))
+        errors = [
+            f"{node}: unreachable: {err.splitlines()[-1] if err else 'no answer'}" for node, _, err in found if err
+        ]
+        if errors:
+            raise NixInfraError("\n".join(errors) + "\nnothing was copied or activated")
+        return {node: current for node, current, _ in found}
+
     def run(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
         if not nodes:
             raise NixInfraError("no nodes to deploy")
         targets = {n.name: ssh_target(n, self.facts, self.ssh) for n in nodes}
         systems = self.build(nodes)
-        copied: dict[str, int] = {}
+        current = self.probe(targets)
+        changed = [n.name for n in nodes if current[n.name] != systems[n.name]]
+        copied: dict[str, int] = dict.fromkeys(targets, 0)
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
-            futures = {n.name: pool.submit(self.copy, targets[n.name], systems[n.name]) for n in nodes}
+            futures = {name: pool.submit(self.copy, targets[name], systems[name]) for name in changed}
             errors = []
             for name, fut in futures.items():
                 try:
@@ -248,18 +275,24 @@ class Deployer:
             raise NixInfraError("\n".join(errors) + "\nnothing was activated")
 
         outcomes: dict[str, NodeOutcome] = {}
-        plan = batches(self.manifest, nodes, self.options.batch_size or self.options.parallel)
+        for n in nodes:
+            if n.name not in changed:
+                self.emit("unchanged", n.name)
+                outcomes[n.name] = NodeOutcome(n.name, "unchanged", current[n.name], systems[n.name])
+        plan = batches(
+            self.manifest, [n for n in nodes if n.name in changed], self.options.batch_size or self.options.parallel
+        )
         stopped = False
         for batch in plan:
             if stopped:
                 for name in batch:
                     outcomes[name] = NodeOutcome(
-                        name, "not-started", new_system=systems[name], paths_copied=copied[name]
+                        name, "not-started", current[name], systems[name], paths_copied=copied[name]
                     )
                 continue
             self.emit("batch", nodes=batch)
             with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
-                results = list(pool.map(lambda name: self.activate(targets[name], systems[name]), batch))
+                results = list(pool.map(lambda name: self.activate(targets[name], systems[name], current[name]), batch))
             for outcome in results:
                 outcomes[outcome.node] = _with_copied(outcome, copied[outcome.node])
             if all(o.ok for o in results):
@@ -288,7 +321,8 @@ class Deployer:
             if listing.returncode != 0 or not previous:
                 outcomes.append(NodeOutcome(node.name, "failed", detail="no previous generation to roll back to"))
                 continue
-            outcomes.append(self.activate(target, previous))
+            current = run_remote(target, current_system_command(), check=False, timeout=30).stdout.strip()
+            outcomes.append(self.activate(target, previous, current or None))
         return outcomes
 
 

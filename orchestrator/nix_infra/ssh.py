@@ -61,9 +61,14 @@ def ssh_options(t: SshTarget) -> list[str]:
 
 def ssh_argv(t: SshTarget, command: Sequence[str], *, tty: bool = False) -> list[str]:
     """`ssh ... root@host -- 'cmd args'`: the remote command is one shell-quoted string."""
+    return ssh_script_argv(t, shlex.join(command) if command else "", tty=tty)
+
+
+def ssh_script_argv(t: SshTarget, script: str, *, tty: bool = False) -> list[str]:
+    """`ssh ... root@host -- SCRIPT`: the node's shell runs SCRIPT as written."""
     argv = ["ssh", *ssh_options(t), "-t" if tty else "-T", t.destination]
-    if command:
-        argv += ["--", shlex.join(command)]
+    if script:
+        argv += ["--", script]
     return argv
 
 
@@ -95,3 +100,11 @@ def run_remote(
         check=check,
         what=f"{t.node}: {shlex.join(command)}",
     )
+
+
+def run_remote_commands(
+    t: SshTarget, *commands: Sequence[str], timeout: float | None = None, check: bool = True
+) -> Result:
+    """Several commands in one connection, each after the previous succeeded (`a && b`)."""
+    script = " && ".join(shlex.join(c) for c in commands)
+    return run(ssh_script_argv(t, script), timeout=timeout, check=check, what=f"{t.node}: {script[:200]}")

@@ -14,6 +14,10 @@ server's PATH:
                "running"); `is-active U...` prints active unless U is listed
                in /run/fake/failed-units
 
+  nix-daemon   the real one, but while /run/fake/drop-copies holds a count > 0
+               it kills the connection shortly after it starts (SSH dropped
+               mid-copy), counting down
+
 Tests flip those files to make a node degraded or a unit fail.
 """
 
@@ -60,6 +64,18 @@ esac
 """
 
 
+NIX_DAEMON = """#!/bin/sh
+# wraps the real nix-daemon; drops connections while /run/fake/drop-copies counts down
+n=$(cat /run/fake/drop-copies 2>/dev/null || echo 0)
+if [ "$n" -gt 0 ]; then
+  echo $((n - 1)) > /run/fake/drop-copies
+  /usr/bin/nix-daemon "$@" & pid=$!
+  sleep 0.1; kill -9 "$pid"; exit 1
+fi
+exec /usr/bin/nix-daemon "$@"
+"""
+
+
 def _wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,7 +100,21 @@ class FakeServer:
     name: str
     ip: str
     root: Path
+    port: int
+    argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=open(self.root / "sshd.log", "ab"),  # noqa: SIM115 - the process owns it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_listening(self.ip, self.port)
+        time.sleep(0.05)
+        if self.process.poll() is not None:  # somebody else listens there: this sshd could not bind
+            raise RuntimeError(f"sshd for {self.name} exited: {(self.root / 'sshd.log').read_text()}")
 
     @property
     def store(self) -> Path:
@@ -139,7 +169,7 @@ class FakeFleet:
         (root / "etc" / "host_key").chmod(0o600)
         (root / "etc" / "host_key.pub").write_text(public + "\n")
         (root / "etc" / "authorized_keys").write_text("".join(k + "\n" for k in authorized_keys))
-        for tool, text in (("systemd-run", SYSTEMD_RUN), ("systemctl", SYSTEMCTL)):
+        for tool, text in (("systemd-run", SYSTEMD_RUN), ("systemctl", SYSTEMCTL), ("nix-daemon", NIX_DAEMON)):
             (root / "bin" / tool).write_text(text)
             (root / "bin" / tool).chmod(0o755)
         config = root / "etc" / "sshd_config"
@@ -150,6 +180,10 @@ class FakeFleet:
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PidFile /run/sshd.pid\nStrictModes no\nUsePAM no\nMaxStartups 100\n"
             f"SetEnv PATH={root}/bin:/usr/bin:/bin:/usr/sbin:/sbin\n"
+            # Every fake node's sshd shares this machine's CPU; the post-quantum key exchange
+            # (sntrup761, OpenSSH's default) costs ~0.1 s of CPU per side per connection,
+            # which real nodes pay on their own CPUs. The fleet offers curve25519 only.
+            "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org\n"
         )
         # root's login shell becomes /bin/sh in here: the host's ~/.bashrc (slow tool
         # set-ups) must not run on every SSH command
@@ -162,18 +196,15 @@ class FakeFleet:
             f"mount --bind {root}/nix /nix && mount --bind {root}/run /run && "
             f"mount --bind {root}/etc/passwd /etc/passwd && exec /usr/sbin/sshd -D -e -f {config}"
         )
-        process = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-            stdout=open(root / "sshd.log", "wb"),  # noqa: SIM115 - the process owns it
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        fake = FakeServer(
+            name=name,
+            ip=ip,
+            root=root,
+            port=self.port,
+            argv=["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
         )
-        fake = FakeServer(name=name, ip=ip, root=root, process=process)
         self.servers[name] = fake
-        _wait_listening(ip, self.port)
-        time.sleep(0.05)
-        if process.poll() is not None:  # somebody else listens there: this sshd could not bind
-            raise RuntimeError(f"sshd for {name} exited: {(root / 'sshd.log').read_text()}")
+        fake.start()
 
     def delete(self, server: dict[str, Any]) -> None:
         fake = self.servers.pop(server["name"], None)

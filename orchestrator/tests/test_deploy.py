@@ -16,7 +16,7 @@ from nix_infra.cli import main
 from nix_infra.fake_hcloud import FakeHcloud
 
 from .conftest import REPO
-from .fleet import FakeFleet, set_generation, write_cluster_flake
+from .fleet import FakeFleet, FakeServer, set_generation, write_cluster_flake
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists(), reason="needs openssh-server"
@@ -45,8 +45,17 @@ class Cluster:
 
     def cli(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
         argv = sys.argv
-        sys.argv = ["nix-infra", "--flake", str(self.flake), "--identity", str(self.key), "--ssh-port", "2222",
-                    "--yes", *args]
+        sys.argv = [
+            "nix-infra",
+            "--flake",
+            str(self.flake),
+            "--identity",
+            str(self.key),
+            "--ssh-port",
+            "2222",
+            "--yes",
+            *args,
+        ]
         code = 0
         try:
             main()
@@ -57,17 +66,51 @@ class Cluster:
         out, err = capsys.readouterr()
         return code, out, err
 
-    def server(self, node: str):  # type: ignore[no-untyped-def]
+    def server(self, node: str) -> FakeServer:
         return self.fleet.servers[f"e2e-{node}"]
+
+    def systems(self, generation: int) -> dict[str, str]:
+        """The store path of every node's system in `generation` (evaluated, not built)."""
+        set_generation(self.flake, generation)
+        nodes = ["ctrl001", "svc001", "worker001", "worker002"]
+        return {n: self.eval_system(n) for n in nodes}
+
+    def eval_system(self, node: str) -> str:
+        out = subprocess.run(
+            [
+                "nix",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "eval",
+                "--raw",
+                f"{self.flake}#nixosConfigurations.{node}.config.system.build.toplevel.outPath",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout
+
+    def deployed(self, capsys: pytest.CaptureFixture[str], generation: int = 1) -> dict[str, str]:
+        systems = self.systems(generation)
+        code, _, err = self.cli(capsys, "deploy")
+        assert code == 0, err
+        assert {n: self.server(n).current_system() for n in systems} == systems
+        return systems
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     fleet = FakeFleet(tmp_path / "fleet")
     fake = FakeHcloud(token="t", hooks=fleet).start()
-    for k, v in {"HCLOUD_TOKEN": "t", "HCLOUD_ENDPOINT": fake.endpoint, "NIX_INFRA_HCLOUD_POLL_INTERVAL": "0.01",
-                 "NIX_INFRA_POLL_INTERVAL": "0.1", "NIX_INFRA_SSH_CONNECT_TIMEOUT": "3",
-                 "NIX_CONFIG": "substituters ="}.items():
+    for k, v in {
+        "HCLOUD_TOKEN": "t",
+        "HCLOUD_ENDPOINT": fake.endpoint,
+        "NIX_INFRA_HCLOUD_POLL_INTERVAL": "0.01",
+        "NIX_INFRA_POLL_INTERVAL": "0.1",
+        "NIX_INFRA_SSH_CONNECT_TIMEOUT": "3",
+        "NIX_CONFIG": "substituters =",
+    }.items():
         monkeypatch.setenv(k, v)
     monkeypatch.chdir(tmp_path)
     yield Cluster(tmp_path, fleet, fake)
@@ -80,7 +123,12 @@ def test_deploy_from_nothing(cluster: Cluster, capsys: pytest.CaptureFixture[str
     assert code == 0, err
     facts = cluster.flake / "facts"
     assert sorted(p.name for p in facts.iterdir()) == [
-        "ctrl001.json", "known_hosts", "svc001.json", "worker001.json", "worker002.json"]
+        "ctrl001.json",
+        "known_hosts",
+        "svc001.json",
+        "worker001.json",
+        "worker002.json",
+    ]
     for node in ("ctrl001", "worker001", "worker002", "svc001"):
         server = cluster.server(node)
         system = server.current_system()
@@ -102,3 +150,121 @@ def test_status_json_reports_every_node(cluster: Cluster, capsys: pytest.Capture
     rows = json.loads(out)
     assert [r["node"] for r in rows] == ["ctrl001", "svc001", "worker001", "worker002"]
     assert all(r["ok"] and r["running"] == r["desired"] for r in rows)
+
+
+def test_noop_redeploy_copies_and_activates_nothing(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster.deployed(capsys)
+    code, out, err = cluster.cli(capsys, "--json", "deploy", "--no-provision")
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert {n["result"] for n in summary["nodes"]} == {"unchanged"}
+    assert sum(n["paths_copied"] for n in summary["nodes"]) == 0
+    assert all(len(cluster.server(n).activations()) == 1 for n in ("ctrl001", "worker001"))
+
+
+def test_ssh_dropped_mid_copy_is_retried(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster.deployed(capsys)
+    new = cluster.systems(2)
+    cluster.server("worker001").fake_file("drop-copies").write_text("2")
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+    assert code == 0, err
+    assert "retrying copy" in err
+    assert cluster.server("worker001").fake_file("drop-copies").read_text().strip() == "0"
+    assert cluster.server("worker001").current_system() == new["worker001"]
+
+
+def test_failing_activation_reverts_and_stops_the_rollout(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    old = cluster.deployed(capsys)
+    new = cluster.systems(2)
+    cluster.server("svc001").fake_file("fail").write_text(new["svc001"] + "\n")
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision", "--batch-size", "1")
+    assert code == 1
+    assert "deploy failed on svc001" in err and "not started" in err
+    assert "switch failed" in err  # the node's log tail is shown
+    assert cluster.server("ctrl001").current_system() == new["ctrl001"]  # its wave came first
+    assert cluster.server("svc001").current_system() == old["svc001"]  # reverted at once
+    assert cluster.server("worker001").current_system() == old["worker001"]  # not started
+    assert cluster.server("worker002").current_system() == old["worker002"]
+    # once fixed, a re-run converges
+    cluster.server("svc001").fake_file("fail").unlink()
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+    assert code == 0, err
+    assert {n: cluster.server(n).current_system() for n in new} == new
+
+
+def test_confirmation_never_arriving_makes_the_node_revert(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = cluster.deployed(capsys)
+    new = cluster.systems(2)
+    # the new system of worker002 breaks SSH: the confirmation cannot reach it
+    cluster.server("worker002").fake_file("break-ssh").write_text(new["worker002"] + "\n")
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision", "--confirm-timeout", "5")
+    assert code == 1
+    assert "rolled-back" in err and "no confirmation within 5s" in err
+    assert cluster.server("worker002").current_system() == old["worker002"]  # it reverted by itself
+    assert cluster.server("worker002").activations() == [old["worker002"], new["worker002"], old["worker002"]]
+    cluster.server("worker002").fake_file("break-ssh").unlink()
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+    assert code == 0, err
+    assert cluster.server("worker002").current_system() == new["worker002"]
+
+
+def test_unreachable_node_stops_before_any_activation(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    old = cluster.deployed(capsys)
+    new = cluster.systems(2)
+    cluster.server("worker001").stop()
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+    assert code == 1
+    assert "worker001: unreachable" in err and "nothing was copied or activated" in err
+    assert cluster.server("ctrl001").current_system() == old["ctrl001"]
+    cluster.server("worker001").start()
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+    assert code == 0, err
+    assert {n: cluster.server(n).current_system() for n in new} == new
+
+
+def test_unhealthy_node_stops_the_rollout(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster.deployed(capsys)
+    cluster.systems(2)
+    cluster.server("ctrl001").fake_file("system-state").write_text("degraded\n")
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+    assert code == 1
+    assert "ctrl001" in err and "system is degraded" in err
+    assert "3 node(s) not started" in err
+
+
+def test_cmd_checks_every_exit_code(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster.deployed(capsys)
+    code, out, err = cluster.cli(capsys, "cmd", "-t", "@worker", "--", "hostname", ">/dev/null;", "echo", "hi")
+    assert code == 0, err
+    assert "worker001 | hi" in out and "worker002 | hi" in out
+    code, out, err = cluster.cli(
+        capsys,
+        "cmd",
+        "-t",
+        "ctrl001,worker001",
+        "--",
+        "test",
+        "-e",
+        "/run/fake/activations",
+        "-a",
+        "-e",
+        "/run/fake/system-state",
+    )
+    assert code == 1
+    assert "the command failed on 2 of 2 node(s)" in err
+    assert "exit 1" in out
+
+
+def test_rollback_goes_to_the_previous_generation(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    old = cluster.deployed(capsys, 1)
+    new = cluster.deployed(capsys, 2)
+    assert new != old
+    code, _, err = cluster.cli(capsys, "rollback", "--on", "worker001")
+    assert code == 0, err
+    assert cluster.server("worker001").current_system() == old["worker001"]
+    assert cluster.server("worker002").current_system() == new["worker002"]
+    code, out, _ = cluster.cli(capsys, "--json", "status")
+    assert code == 1  # worker001 no longer runs its desired system
+    assert [r["node"] for r in json.loads(out) if not r["ok"]] == ["worker001"]

@@ -1,0 +1,164 @@
+"""Exact command lines and pure logic of the deploy path (no servers needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nix_infra.activate import ACTIVATE, Activation, current_system_command
+from nix_infra.deploy import batches
+from nix_infra.errors import NixInfraError
+from nix_infra.facts import FactsStore, NodeFacts, generate_host_key
+from nix_infra.hetzner.apply import cloud_init_host_key
+from nix_infra.manifest import parse_manifest
+from nix_infra.nix import build_argv, copied_paths, copy_argv, parse_build_output
+from nix_infra.ssh import SshTarget, nix_sshopts, ssh_argv
+from nix_infra.targets import select
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def target(tmp_path: Path, **kw: Any) -> SshTarget:
+    return SshTarget(node="w1", host="198.51.100.7", known_hosts=tmp_path / "facts" / "known_hosts", **kw)
+
+
+def test_ssh_argv_pins_host_keys(tmp_path: Path) -> None:
+    argv = ssh_argv(target(tmp_path, identity=Path("/k/id")), ["cat", "/etc/os release"])
+    assert argv == [
+        "ssh",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={tmp_path}/facts/known_hosts",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "UpdateHostKeys=no",
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=10",
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=3",
+        "-o", "ControlMaster=no",
+        "-o", "ControlPath=none",
+        "-p", "22",
+        "-i", "/k/id", "-o", "IdentitiesOnly=yes",
+        "-T", "root@198.51.100.7",
+        "--", "cat '/etc/os release'",
+    ]  # fmt: skip
+
+
+def test_nothing_in_the_code_turns_host_key_checking_off() -> None:
+    for path in (REPO / "orchestrator" / "nix_infra").rglob("*.py"):
+        text = path.read_text()
+        assert "StrictHostKeyChecking=no" not in text, path
+        assert "UserKnownHostsFile=/dev/null" not in text, path
+
+
+def test_nix_sshopts_refuses_white_space(tmp_path: Path) -> None:
+    t = SshTarget(node="w1", host="h", known_hosts=Path("/my repo/facts/known_hosts"))
+    with pytest.raises(NixInfraError, match="white space"):
+        nix_sshopts(t)
+    assert "StrictHostKeyChecking=yes" in nix_sshopts(target(tmp_path)).split()
+
+
+def test_build_is_one_invocation_for_every_system() -> None:
+    assert build_argv(".", ["nixosConfigurations.a", "nixosConfigurations.b"]) == [
+        "nix", "--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--json",
+        ".#nixosConfigurations.a.config.system.build.toplevel",
+        ".#nixosConfigurations.b.config.system.build.toplevel",
+    ]  # fmt: skip
+    out = json.dumps(
+        [
+            {"drvPath": "/nix/store/x.drv", "outputs": {"out": "/nix/store/a"}},
+            {"drvPath": "/nix/store/y.drv", "outputs": {"out": "/nix/store/b"}},
+        ]
+    )
+    assert parse_build_output(out, 2) == ["/nix/store/a", "/nix/store/b"]
+    with pytest.raises(NixInfraError):
+        parse_build_output("[]", 2)
+
+
+def test_copy_argv(tmp_path: Path) -> None:
+    assert copy_argv("/nix/store/abc-sys", target(tmp_path), substitute_on_destination=True) == [
+        "nix", "--extra-experimental-features", "nix-command flakes", "copy", "--no-check-sigs",
+        "--to", "ssh-ng://root@198.51.100.7", "--substitute-on-destination", "/nix/store/abc-sys",
+    ]  # fmt: skip
+    stderr = "copying 2 paths...\ncopying path '/nix/store/a-x' to 'ssh-ng://h'...\ncopying path '/nix/store/b-y' to 'ssh-ng://h'...\n"
+    assert copied_paths(stderr) == ["/nix/store/a-x", "/nix/store/b-y"]
+
+
+def test_activation_runs_detached_in_a_transient_unit() -> None:
+    act = Activation("w1", "/nix/store/abc-nixos-system", "1700000000-deadbeef", 30)
+    assert act.start_command() == [
+        "systemd-run",
+        "--unit=nix-infra-activate-1700000000-deadbeef",
+        "--description=nix-infra activation with magic rollback",
+        "--collect",
+        "--setenv=PATH=/run/current-system/sw/bin:/usr/bin:/bin",
+        "--",
+        "/bin/sh", "-c", ACTIVATE, "nix-infra-activate",
+        "/nix/store/abc-nixos-system", "1700000000-deadbeef", "30",
+    ]  # fmt: skip
+    assert act.confirm_command() == ["touch", "/run/nix-infra/1700000000-deadbeef.confirm"]
+    assert act.status_command() == ["cat", "/run/nix-infra/1700000000-deadbeef.status"]
+    assert current_system_command() == ["readlink", "-f", "/run/current-system"]
+    # the script reverts on a failed switch and when no confirmation comes
+    assert ACTIVATE.count("revert") >= 3 and "rolled-back" in ACTIVATE
+
+
+def test_cloud_init_carries_the_host_key() -> None:
+    key = generate_host_key()
+    text = cloud_init_host_key(key)
+    assert text.startswith("#cloud-config\n")
+    data = json.loads(text.split("\n", 1)[1])
+    assert data["ssh_keys"] == {"ed25519_private": key.private_openssh, "ed25519_public": key.public}
+    assert data["ssh_deletekeys"] is True and data["ssh_genkeytypes"] == []
+
+
+def test_facts_and_known_hosts(tmp_path: Path) -> None:
+    store = FactsStore(tmp_path / "facts")
+    k1, k2 = generate_host_key(), generate_host_key()
+    store.write(NodeFacts("w1", k1.public, "198.51.100.7", "2001:db8::/64"))
+    store.write(NodeFacts("w2", k2.public, "198.51.100.8", ssh_port=2222))
+    assert store.read("w1") == NodeFacts("w1", k1.public, "198.51.100.7", "2001:db8::/64", 22)
+    assert json.loads((tmp_path / "facts" / "w2.json").read_text())["sshPort"] == 2222
+    lines = store.known_hosts.read_text().splitlines()
+    assert lines == sorted([f"198.51.100.7 {k1.public} nix-infra:w1", f"[198.51.100.8]:2222 {k2.public} nix-infra:w2"])
+    k3 = generate_host_key()
+    store.pin("w1", ["198.51.100.7"], k3.public)  # a re-install replaces the pin, never adds a second
+    assert [line for line in store.known_hosts.read_text().splitlines() if "nix-infra:w1" in line] == [
+        f"198.51.100.7 {k3.public} nix-infra:w1"
+    ]
+    store.forget("w2")
+    assert store.read("w2") is None and "nix-infra:w2" not in store.known_hosts.read_text()
+    assert "PRIVATE" not in "".join(p.read_text() for p in (tmp_path / "facts").iterdir())
+
+
+def manifest(example_manifest: dict[str, Any]) -> Any:
+    data = json.loads(json.dumps(example_manifest))
+    base = data["nodes"]["worker001"]
+    for name, labels in [("worker002", {"tier": "web"}), ("worker003", {}), ("ctrl002", {}), ("ctrl003", {})]:
+        data["nodes"][name] = {
+            **base,
+            "name": name,
+            "labels": {**base["labels"], **labels},
+            "type": "ctrl" if name.startswith("ctrl") else "worker",
+        }
+    data["waves"] = [["ctrl001"], ["ctrl002"], ["ctrl003"], ["worker001", "worker002", "worker003"]]
+    return parse_manifest(data)
+
+
+def test_waves_and_batches(example_manifest: dict[str, Any]) -> None:
+    m = manifest(example_manifest)
+    nodes = list(m.nodes.values())
+    assert batches(m, nodes, 2) == [["ctrl001"], ["ctrl002"], ["ctrl003"], ["worker001", "worker002"], ["worker003"]]
+    assert batches(m, select(m, ["@worker"]), 10) == [["worker001", "worker002", "worker003"]]
+
+
+def test_target_selection(example_manifest: dict[str, Any]) -> None:
+    m = manifest(example_manifest)
+    assert [n.name for n in select(m, ["@ctrl"])] == ["ctrl001", "ctrl002", "ctrl003"]
+    assert [n.name for n in select(m, ["worker003,ctrl001", "@tier=web"])] == ["ctrl001", "worker002", "worker003"]
+    assert len(select(m, [])) == 6
+    for bad, message in [("nope", "no such node"), ("@db", "not a node type"), ("@tier=api", "no node matches")]:
+        with pytest.raises(NixInfraError, match=message):
+            select(m, [bad])
