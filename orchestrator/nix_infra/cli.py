@@ -10,10 +10,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from hcloud import Client
 from rich.console import Console
 from rich.table import Table
 
@@ -21,15 +20,19 @@ from nix_infra import __version__
 from nix_infra.deploy import Deployer, DeployOptions, NodeOutcome, SshSettings, ssh_target, summary_rows
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
-from nix_infra.hetzner.apply import Applier, destroy, problems_error
-from nix_infra.hetzner.client import make_client, resolve_token, settings_from_env
-from nix_infra.hetzner.model import Desired, desired_state, read_actual
-from nix_infra.hetzner.plan import Plan, plan
-from nix_infra.hetzner.render import render_plan
 from nix_infra.manifest import Manifest, load_manifest_file, load_manifest_flake
 from nix_infra.operate import desired_systems, node_status, run_everywhere
 from nix_infra.ssh import ssh_argv
 from nix_infra.targets import select
+
+if TYPE_CHECKING:
+    from hcloud import Client
+
+    from nix_infra.hetzner.model import Desired
+    from nix_infra.hetzner.plan import Plan
+
+# The Hetzner layer (hcloud, requests: a fifth of a second to import) is imported by the
+# commands that talk to the cloud, so ssh/cmd/status start at once.
 
 EXIT_CHANGES = 2  # `plan`: something would change (as terraform plan -detailed-exitcode)
 
@@ -71,10 +74,27 @@ class Options:
 
     def hetzner(self) -> tuple[Client, Desired]:
         """Token first (a missing one fails before any work), then manifest, then a client."""
+        from nix_infra.hetzner.client import make_client, resolve_token, settings_from_env
+        from nix_infra.hetzner.model import desired_state
+
         token = resolve_token(os.environ, self.repo_dir())
         settings = settings_from_env(os.environ, self.repo_dir())
         desired = desired_state(self.load_manifest())
         return make_client(token, settings), desired
+
+
+def settle_facts(opts: Options, client: Client, desired: Desired, console: Console) -> None:
+    """Complete the facts of servers a cut-off run created; warn about servers without any."""
+    from nix_infra.hetzner.apply import Applier
+    from nix_infra.hetzner.model import read_actual
+
+    applier = Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port)
+    unknown = applier.complete_facts(read_actual(client, desired.cluster))
+    if unknown:
+        console.print(
+            f"[yellow]warning: no facts for {', '.join(unknown)}: their host keys are unknown, so nix-infra "
+            "will not connect to them. `nix-infra destroy NODE` and provision again.[/yellow]"
+        )
 
 
 def progress_printer() -> Console:
@@ -82,6 +102,9 @@ def progress_printer() -> Console:
 
 
 def current_plan(client: Client, desired: Desired) -> Plan:
+    from nix_infra.hetzner.model import read_actual
+    from nix_infra.hetzner.plan import plan
+
     return plan(desired, read_actual(client, desired.cluster))
 
 
@@ -206,6 +229,8 @@ def plan_cmd(opts: Options) -> None:
       nix-infra --json plan | jq '.summary'
       HCLOUD_ENDPOINT=http://127.0.0.1:8080/v1 nix-infra --manifest m.json plan
     """
+    from nix_infra.hetzner.render import render_plan
+
     client, desired = opts.hetzner()
     p = current_plan(client, desired)
     if opts.json_output:
@@ -232,6 +257,9 @@ def provision_cmd(opts: Options) -> None:
       nix-infra provision             # asks before changing anything
       nix-infra --yes provision       # for scripts and CI
     """
+    from nix_infra.hetzner.apply import Applier, problems_error
+    from nix_infra.hetzner.render import render_plan
+
     client, desired = opts.hetzner()
     console = progress_printer()
     p = current_plan(client, desired)
@@ -242,10 +270,12 @@ def provision_cmd(opts: Options) -> None:
     if p.problems:
         raise problems_error(p)
     if not p.has_changes:
+        settle_facts(opts, client, desired, console)
         _result(opts, "nothing to do", p)
         return
     _confirm(opts, f"Apply these {len(p.changes)} changes to cluster {desired.cluster}?")
     Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port).apply(p)
+    settle_facts(opts, client, desired, console)
     after = current_plan(client, desired)
     if after.has_changes:
         raise NixInfraError(
@@ -279,6 +309,8 @@ def destroy_cmd(opts: Options, nodes: tuple[str, ...], all_: bool, confirm_name:
       nix-infra --yes destroy worker003 worker004
       nix-infra destroy --all --confirm demo
     """
+    from nix_infra.hetzner.apply import destroy
+
     if bool(nodes) == all_:
         raise NixInfraError("say which servers to delete: `destroy NODE...` or `destroy --all`")
     client, desired = opts.hetzner()
@@ -302,15 +334,31 @@ def destroy_cmd(opts: Options, nodes: tuple[str, ...], all_: bool, confirm_name:
 
 
 def _deploy_options(
-    opts: Options, parallel: int, batch_size: int | None, confirm_timeout: int, substitute: bool
+    opts: Options,
+    parallel: int,
+    batch_size: int | None,
+    confirm_timeout: int,
+    substitute: bool,
+    activation_timeout: float = 240.0,
 ) -> DeployOptions:
+    def seconds(name: str, default: float) -> float:
+        value = os.environ.get(name)
+        if value is None:
+            return default
+        try:
+            return float(value)
+        except ValueError:
+            raise NixInfraError(f"{name}={value!r} is not a number of seconds") from None
+
     return DeployOptions(
         flake=opts.flake,
         parallel=parallel,
         batch_size=batch_size,
         confirm_timeout=confirm_timeout,
+        activation_timeout=activation_timeout,
         substitute_on_destination=substitute,
-        poll_interval=float(os.environ.get("NIX_INFRA_POLL_INTERVAL", "0.5")),
+        poll_interval=seconds("NIX_INFRA_POLL_INTERVAL", 0.5),
+        reboot_timeout=seconds("NIX_INFRA_REBOOT_TIMEOUT", 600.0),
     )
 
 
@@ -387,6 +435,13 @@ def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console) -> No
     is_flag=True,
     help="Let nodes fetch paths from their binary caches instead of receiving them.",
 )
+@click.option(
+    "--activation-timeout",
+    type=click.IntRange(5, 7200),
+    default=240,
+    show_default=True,
+    help="Seconds a switch may take before the node counts as failed.",
+)
 @click.option("--no-provision", is_flag=True, help="Skip the cloud step; deploy to the servers that exist.")
 @click.pass_obj
 def deploy_cmd(
@@ -396,6 +451,7 @@ def deploy_cmd(
     batch_size: int | None,
     confirm_timeout: int,
     substitute_on_destination: bool,
+    activation_timeout: int,
     no_provision: bool,
 ) -> None:
     """Provision, then build every system here, copy it, and activate it in waves.
@@ -412,6 +468,9 @@ def deploy_cmd(
       nix-infra deploy --on @worker --batch-size 2
       nix-infra --json deploy --on ctrl001,worker001 | jq -c .
     """
+    from nix_infra.hetzner.apply import Applier, problems_error
+    from nix_infra.hetzner.render import render_plan
+
     console = progress_printer()
     if not no_provision:
         client, desired = opts.hetzner()
@@ -423,13 +482,14 @@ def deploy_cmd(
                 render_plan(p, console)
             _confirm(opts, f"Apply these {len(p.changes)} cloud changes to cluster {desired.cluster}?")
             Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port).apply(p)
+        settle_facts(opts, client, desired, console)
     manifest = opts.load_manifest()
     nodes = select(manifest, on)
     deployer = Deployer(
         manifest,
         opts.facts(),
         opts.ssh_settings(),
-        _deploy_options(opts, parallel, batch_size, confirm_timeout, substitute_on_destination),
+        _deploy_options(opts, parallel, batch_size, confirm_timeout, substitute_on_destination, activation_timeout),
         _event_printer(opts, console),
     )
     outcomes = deployer.run(nodes)

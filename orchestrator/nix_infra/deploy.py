@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nix_infra.activate import Activation, current_system_command
+from nix_infra.bootstrap import install
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
 from nix_infra.manifest import Manifest, Node
@@ -56,6 +57,7 @@ class DeployOptions:
     substitute_on_destination: bool = False
     copy_attempts: int = 3
     poll_interval: float = 0.5
+    reboot_timeout: float = 600.0  # after installing NixOS, how long a node may take to come back
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class SshSettings:
 
 def ssh_target(node: Node, facts: FactsStore, settings: SshSettings) -> SshTarget:
     known = facts.read(node.name)
-    if known is None:
+    if known is None or known.public_ipv4 is None:
         raise NixInfraError(
             f"{node.name}: no facts/{node.name}.json, so its address and host key are unknown. Run `provision` "
             f"first; if the server exists without facts (an answer was lost, or facts/ was not kept), "
@@ -239,6 +241,35 @@ class Deployer:
             time.sleep(self.options.poll_interval)
 
     # ---- the whole rollout -------------------------------------------------------------------
+    def _installed(self, node: Node) -> bool:
+        known = self.facts.read(node.name)
+        return known is not None and known.installed
+
+    def bootstrap(self, fresh: Sequence[Node], targets: dict[str, SshTarget]) -> None:
+        """Install NixOS on servers that still run the stock image (in parallel)."""
+        if not fresh:
+            return
+
+        def one(node: Node) -> str | None:
+            self.emit("phase", node.name, phase="install")
+            try:
+                install(
+                    self.options.flake,
+                    node.name,
+                    targets[node.name],
+                    self.facts,
+                    reboot_timeout=self.options.reboot_timeout,
+                )
+            except NixInfraError as exc:
+                return exc.message
+            self.emit("installed", node.name)
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
+            errors = [e for e in pool.map(one, fresh) if e]
+        if errors:
+            raise NixInfraError("\n".join(errors) + "\ninstalling NixOS failed; nothing was deployed")
+
     def probe(self, targets: dict[str, SshTarget]) -> dict[str, str | None]:
         """What every node runs now (one round trip each, in parallel); unreachable nodes are an error."""
 
@@ -259,6 +290,7 @@ class Deployer:
         if not nodes:
             raise NixInfraError("no nodes to deploy")
         targets = {n.name: ssh_target(n, self.facts, self.ssh) for n in nodes}
+        self.bootstrap([n for n in nodes if not self._installed(n)], targets)
         systems = self.build(nodes)
         current = self.probe(targets)
         changed = [n.name for n in nodes if current[n.name] != systems[n.name]]

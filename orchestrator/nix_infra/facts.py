@@ -9,9 +9,13 @@ so the key is known, and pinned, before the first connection.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +48,11 @@ def generate_host_key() -> HostKey:
 class NodeFacts:
     node: str
     host_key: str
-    public_ipv4: str
+    public_ipv4: str | None  # None while the server is being created (the key is known first)
     public_ipv6: str | None = None
     ssh_port: int = 22
+    # False from provision until NixOS is installed (the host key is then the bootstrap one)
+    installed: bool = True
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -55,6 +61,7 @@ class NodeFacts:
             "publicIpv4": self.public_ipv4,
             "publicIpv6": self.public_ipv6,
             "sshPort": self.ssh_port,
+            "installed": self.installed,
         }
 
     @classmethod
@@ -66,9 +73,11 @@ class NodeFacts:
         return cls(
             node=str(data["node"]),
             host_key=str(data["hostKey"]),
-            public_ipv4=str(data["publicIpv4"]),
+            public_ipv4=None if data.get("publicIpv4") is None else str(data["publicIpv4"]),
             public_ipv6=None if ipv6 is None else str(ipv6),
             ssh_port=port,
+            # absent means installed: a missing field must never get a server wiped
+            installed=data.get("installed", True) is not False,
         )
 
 
@@ -81,8 +90,20 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """One writer at a time: threads of this process, and other nix-infra processes (flock)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with _LOCK, open(directory / ".nix-infra.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 class FactsStore:
-    """facts/ of a cluster repo."""
+    """facts/ of a cluster repo. Updates of known_hosts are read-modify-write, so they are locked."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -98,12 +119,21 @@ class FactsStore:
             raise NixInfraError(f"{path} is not a valid facts file: {exc}") from exc
 
     def write(self, facts: NodeFacts) -> None:
+        with _locked(self.directory):
+            self._write(facts)
+
+    def _write(self, facts: NodeFacts) -> None:
         _write_atomically(self.directory / f"{facts.node}.json", json.dumps(facts.to_json(), indent=2) + "\n")
-        host = facts.public_ipv4 if facts.ssh_port == 22 else f"[{facts.public_ipv4}]:{facts.ssh_port}"
-        self.pin(facts.node, [host], facts.host_key)
+        if facts.public_ipv4 is not None:
+            host = facts.public_ipv4 if facts.ssh_port == 22 else f"[{facts.public_ipv4}]:{facts.ssh_port}"
+            self._pin(facts.node, [host], facts.host_key)
 
     def pin(self, node: str, hosts: list[str], public_key: str) -> None:
         """Make `public_key` the only key known_hosts accepts for `node`'s hosts."""
+        with _locked(self.directory):
+            self._pin(node, hosts, public_key)
+
+    def _pin(self, node: str, hosts: list[str], public_key: str) -> None:
         lines = self.known_hosts.read_text().splitlines() if self.known_hosts.exists() else []
         kept = [line for line in lines if not line.endswith(f" {MARK}{node}")]
         key = " ".join(public_key.split()[:2])
@@ -111,6 +141,10 @@ class FactsStore:
         _write_atomically(self.known_hosts, "\n".join(sorted(kept)) + "\n")
 
     def forget(self, node: str) -> None:
+        with _locked(self.directory):
+            self._forget(node)
+
+    def _forget(self, node: str) -> None:
         if self.known_hosts.exists():
             lines = self.known_hosts.read_text().splitlines()
             _write_atomically(

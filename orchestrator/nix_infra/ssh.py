@@ -39,7 +39,7 @@ class SshTarget:
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
 
-def ssh_options(t: SshTarget) -> list[str]:
+def ssh_options(t: SshTarget, *, port: bool = True) -> list[str]:
     """The options of every connection: pinned host keys, no prompts, no shared masters."""
     opts = [
         "-o", "StrictHostKeyChecking=yes",
@@ -52,8 +52,9 @@ def ssh_options(t: SshTarget) -> list[str]:
         "-o", "ServerAliveCountMax=3",
         "-o", "ControlMaster=no",
         "-o", "ControlPath=none",
-        "-p", str(t.port),
     ]  # fmt: skip
+    if port:
+        opts += ["-p", str(t.port)]
     if t.identity is not None:
         opts += ["-i", str(t.identity), "-o", "IdentitiesOnly=yes"]
     return opts

@@ -76,6 +76,43 @@ exec /usr/bin/nix-daemon "$@"
 """
 
 
+NIXOS_ANYWHERE = """#!/bin/sh
+# Stand-in for nixos-anywhere on the operator's side of the local fleet. Like the
+# real one it connects with its own insecure defaults first and the user's
+# --ssh-option values after them (so only nix-infra's ssh wrapper keeps host keys
+# pinned); then it "installs": the node's host key becomes the one passed with
+# --extra-files, and its sshd reloads (SIGHUP), as a reboot into NixOS would.
+set -eu
+echo "$*" >> "$FAKE_FLEET_ROOT/nixos-anywhere.log"
+extra= target= port=22 ident= opts=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --extra-files) extra=$2; shift 2 ;;
+    --target-host) target=$2; shift 2 ;;
+    -p|--ssh-port) port=$2; shift 2 ;;
+    -i) ident=$2; shift 2 ;;
+    --ssh-option) opts="$opts -o $2"; shift 2 ;;
+    --flake) shift 2 ;;
+    *) echo "nixos-anywhere stand-in: unexpected $1" >&2; exit 2 ;;
+  esac
+done
+ssh -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no $opts ${ident:+-i "$ident"} -p "$port" "$target" \
+  'echo kexec-and-install' >/dev/null
+root=$(readlink -f "$FAKE_FLEET_ROOT/by-ip/${target#*@}")
+cp "$extra/etc/ssh/ssh_host_ed25519_key" "$root/etc/host_key"
+cp "$extra/etc/ssh/ssh_host_ed25519_key.pub" "$root/etc/host_key.pub"
+kill -HUP "$(cat "$root/run/sshd.pid")"
+"""
+
+
+def install_stand_ins(bin_dir: Path) -> Path:
+    """Operator-side stand-ins (nixos-anywhere) in `bin_dir`, to put first on PATH."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "nixos-anywhere").write_text(NIXOS_ANYWHERE)
+    (bin_dir / "nixos-anywhere").chmod(0o755)
+    return bin_dir
+
+
 def _wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -137,12 +174,29 @@ class FakeServer:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            self._kill_namespace()
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+    def _kill_namespace(self) -> None:
+        """Detached activations (setsid) live on in the server's mount namespace: end them too."""
+        assert self.process is not None
+        try:
+            ns = os.readlink(f"/proc/{self.process.pid}/ns/mnt")
+        except OSError:
+            return
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == self.process.pid:
+                continue
+            try:
+                if os.readlink(entry / "ns" / "mnt") == ns:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                continue
 
 
 @dataclass
@@ -168,6 +222,7 @@ class FakeFleet:
         (root / "etc" / "host_key").write_text(private)
         (root / "etc" / "host_key").chmod(0o600)
         (root / "etc" / "host_key.pub").write_text(public + "\n")
+        (root / "etc" / "bootstrap_key.pub").write_text(public + "\n")
         (root / "etc" / "authorized_keys").write_text("".join(k + "\n" for k in authorized_keys))
         for tool, text in (("systemd-run", SYSTEMD_RUN), ("systemctl", SYSTEMCTL), ("nix-daemon", NIX_DAEMON)):
             (root / "bin" / tool).write_text(text)
@@ -204,6 +259,10 @@ class FakeFleet:
             argv=["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
         )
         self.servers[name] = fake
+        by_ip = self.root / "by-ip"
+        by_ip.mkdir(exist_ok=True)
+        (by_ip / ip).unlink(missing_ok=True)
+        (by_ip / ip).symlink_to(root)
         fake.start()
 
     def delete(self, server: dict[str, Any]) -> None:
@@ -220,16 +279,17 @@ class FakeFleet:
 # ---- a cluster flake whose systems are small test derivations ----------------------------------
 
 SWITCH = r"""#!/bin/sh
-# test system: records its activation; fails, hangs or breaks SSH when told to
+# test system: records its activation; fails, hangs, breaks SSH or drops the SSH sessions when told to
 self=$(dirname "$(dirname "$(readlink -f "$0")")")
 mkdir -p /run/fake
-for what in hang fail break-ssh; do
+for what in hang fail break-ssh drop-sessions; do
   if [ -e "/run/fake/$what" ] && grep -qx "$self" "/run/fake/$what"; then eval "mode=$what"; fi
 done
 case "${mode:-}" in
   hang) sleep 3600 ;;
   fail) echo "switch-to-configuration: activation script failed" >&2; exit 1 ;;
   break-ssh) kill -STOP "$(cat /run/sshd.pid)" ;;
+  drop-sessions) pkill -KILL -P "$(cat /run/sshd.pid)" || true ;;  # a network restart cuts every connection
   *) kill -CONT "$(cat /run/sshd.pid)" 2>/dev/null || true ;;
 esac
 echo "$self" >> /run/fake/activations

@@ -4,6 +4,7 @@ stores -> nix build -> nix copy -> activation with magic rollback -> health."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from nix_infra.cli import main
 from nix_infra.fake_hcloud import FakeHcloud
 
 from .conftest import REPO
-from .fleet import FakeFleet, FakeServer, set_generation, write_cluster_flake
+from .fleet import FakeFleet, FakeServer, install_stand_ins, set_generation, write_cluster_flake
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists(), reason="needs openssh-server"
@@ -109,9 +110,12 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
         "NIX_INFRA_HCLOUD_POLL_INTERVAL": "0.01",
         "NIX_INFRA_POLL_INTERVAL": "0.1",
         "NIX_INFRA_SSH_CONNECT_TIMEOUT": "3",
+        "NIX_INFRA_REBOOT_TIMEOUT": "30",
         "NIX_CONFIG": "substituters =",
     }.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setenv("FAKE_FLEET_ROOT", str(tmp_path / "fleet"))
+    monkeypatch.setenv("PATH", f"{install_stand_ins(tmp_path / 'bin')}:{os.environ['PATH']}")
     monkeypatch.chdir(tmp_path)
     yield Cluster(tmp_path, fleet, fake)
     fleet.stop_all()
@@ -122,13 +126,31 @@ def test_deploy_from_nothing(cluster: Cluster, capsys: pytest.CaptureFixture[str
     code, out, err = cluster.cli(capsys, "deploy")
     assert code == 0, err
     facts = cluster.flake / "facts"
-    assert sorted(p.name for p in facts.iterdir()) == [
+    assert sorted(p.name for p in facts.iterdir() if not p.name.startswith(".")) == [
         "ctrl001.json",
         "known_hosts",
         "svc001.json",
         "worker001.json",
         "worker002.json",
     ]
+    # NixOS was installed on each new server, with a final host key that replaced the bootstrap one
+    installs = (cluster.root / "fleet" / "nixos-anywhere.log").read_text().splitlines()
+    assert len(installs) == 4
+    assert all("--ssh-option StrictHostKeyChecking=yes" in line and "--extra-files" in line for line in installs)
+    for node in ("ctrl001", "worker001", "worker002", "svc001"):
+        record = json.loads((facts / f"{node}.json").read_text())
+        assert record["installed"] is True
+        server = cluster.server(node)
+        bootstrap_key = " ".join(server.root.joinpath("etc", "bootstrap_key.pub").read_text().split()[:2])
+        serving_key = subprocess.run(
+            ["ssh-keygen", "-y", "-f", str(server.root / "etc" / "host_key")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert record["hostKey"] == serving_key != bootstrap_key  # the final key, pinned, is the one served
+    known = (facts / "known_hosts").read_text()
+    assert known.count("nix-infra:") == 4
     for node in ("ctrl001", "worker001", "worker002", "svc001"):
         server = cluster.server(node)
         system = server.current_system()
@@ -268,3 +290,23 @@ def test_rollback_goes_to_the_previous_generation(cluster: Cluster, capsys: pyte
     code, out, _ = cluster.cli(capsys, "--json", "status")
     assert code == 1  # worker001 no longer runs its desired system
     assert [r["node"] for r in json.loads(out) if not r["ok"]] == ["worker001"]
+
+
+def test_hanging_activation_fails_the_node_and_stops(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    old = cluster.deployed(capsys)
+    new = cluster.systems(2)
+    cluster.server("ctrl001").fake_file("hang").write_text(new["ctrl001"] + "\n")
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision", "--activation-timeout", "5")
+    assert code == 1
+    assert "deploy failed on ctrl001" in err and "3 node(s) not started" in err
+    assert cluster.server("worker001").current_system() == old["worker001"]
+
+
+def test_activation_survives_its_ssh_session_dropping(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    cluster.deployed(capsys)
+    new = cluster.systems(2)
+    # the new system of worker001 "restarts the network": every SSH session is cut mid-switch
+    cluster.server("worker001").fake_file("drop-sessions").write_text(new["worker001"] + "\n")
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+    assert code == 0, err
+    assert cluster.server("worker001").current_system() == new["worker001"]  # the detached unit finished

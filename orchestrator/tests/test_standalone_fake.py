@@ -90,6 +90,7 @@ def test_killed_half_way_then_rerun(standalone: str, tmp_path: Path) -> None:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=tmp_path,  # the cluster repo: facts/ goes here
     )
     deadline = time.monotonic() + 30
     while len(state(standalone)["servers"]) < 20 and time.monotonic() < deadline:
@@ -105,4 +106,8 @@ def test_killed_half_way_then_rerun(standalone: str, tmp_path: Path) -> None:
     assert len(nodes) == 62 and len(set(nodes)) == 62  # exactly one server per node
     assert all(s["private_net"] for s in state(standalone)["servers"])
     final = nix_infra(standalone, "--manifest", str(manifest), "plan", cwd=tmp_path)
+    # every server, also those the killed run created, has its facts and pinned key
+    facts = sorted(p.stem for p in (tmp_path / "facts").glob("*.json"))
+    assert len(facts) == 62
+    assert (tmp_path / "facts" / "known_hosts").read_text().count("nix-infra:") == 62
     assert final.returncode == 0, final.stdout

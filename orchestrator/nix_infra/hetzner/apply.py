@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hcloud import APIException, Client
 from hcloud.actions import BoundAction
@@ -67,7 +67,11 @@ def problems_error(plan: Plan) -> NixInfraError:
 
 def cloud_init_host_key(key: HostKey) -> str:
     """cloud-init user_data that installs our SSH host key before sshd first starts, so
-    the key is pinned before the first connection. JSON is YAML, so this is valid cloud-config."""
+    the key is pinned before the first connection. JSON is YAML, so this is valid cloud-config.
+
+    This is the *bootstrap* key of the stock image only: the metadata service keeps user
+    data, so NixOS gets a second key (nixos-anywhere --extra-files) that never leaves
+    the operator's machine except over the pinned connection."""
     return "#cloud-config\n" + json.dumps(
         {
             "ssh_deletekeys": True,
@@ -217,6 +221,9 @@ class Applier:
             what = f"server {c.name}"
             f = c.fields
             host_keys[c.name] = key = generate_host_key()
+            # the key is on disk (public half) before the server exists: a run killed right
+            # after the create still knows what to pin; the next run fills in the address
+            self._record_key(c.fields["node"], key)
             with api_errors(what):
                 try:
                     resp = self.client.servers.create(
@@ -258,6 +265,28 @@ class Applier:
         for c, _ in created:
             self.progress(f"+ server {c.name} running, private IP {c.fields['private_ip']}")
 
+    def _record_key(self, node: str, key: HostKey) -> None:
+        if self.facts is not None:
+            self.facts.write(
+                NodeFacts(node=node, host_key=key.public, public_ipv4=None, ssh_port=self.ssh_port, installed=False)
+            )
+
+    def complete_facts(self, actual: Actual) -> list[str]:
+        """Fill in the address of servers whose creation was cut off; name servers without facts."""
+        if self.facts is None:
+            return []
+        unknown = []
+        for server in actual.servers:
+            if server.node is None or server.node not in {d.node for d in self.desired.servers}:
+                continue
+            known = self.facts.read(server.node)
+            if known is None:
+                unknown.append(server.node)
+            elif known.public_ipv4 is None and server.public_ipv4 is not None:
+                self.facts.write(replace(known, public_ipv4=server.public_ipv4, public_ipv6=server.public_ipv6))
+                self.progress(f"~ facts of {server.node}: address {server.public_ipv4}")
+        return unknown
+
     def _record_facts(self, c: Change, server: BoundServer, key: HostKey) -> None:
         """Pin the new server's host key and address at once, before anything connects to it."""
         if self.facts is None:
@@ -269,7 +298,12 @@ class Applier:
         ipv6 = net.ipv6.ip if net and net.ipv6 else None
         self.facts.write(
             NodeFacts(
-                node=c.fields["node"], host_key=key.public, public_ipv4=ipv4, public_ipv6=ipv6, ssh_port=self.ssh_port
+                node=c.fields["node"],
+                host_key=key.public,
+                public_ipv4=ipv4,
+                public_ipv6=ipv6,
+                ssh_port=self.ssh_port,
+                installed=False,  # a stock image with the bootstrap key; deploy installs NixOS
             )
         )
 

@@ -236,6 +236,8 @@ class ActualServer:
     labels: Labels
     private_nets: tuple[tuple[int, str], ...]  # (network id, ip)
     placement_group_id: int | None
+    public_ipv4: str | None = None
+    public_ipv6: str | None = None
 
     @property
     def node(self) -> str | None:
@@ -347,6 +349,8 @@ def _read_actual(client: Client, cluster: str) -> Actual:
                 labels=labels_tuple(s.labels),
                 private_nets=tuple((_id(p.network.id), p.ip) for p in s.private_net or []),
                 placement_group_id=s.placement_group.id if s.placement_group else None,
+                public_ipv4=s.public_net.ipv4.ip if s.public_net and s.public_net.ipv4 else None,
+                public_ipv6=s.public_net.ipv6.ip if s.public_net and s.public_net.ipv6 else None,
             )
         )
     return Actual(tuple(keys), tuple(networks), tuple(firewalls), tuple(groups), tuple(servers), frozenset(foreign))
