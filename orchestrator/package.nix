@@ -9,6 +9,9 @@
   requests,
   rich,
   urllib3,
+  nix,
+  nixos-anywhere,
+  openssh,
   pytestCheckHook,
   hypothesis,
   jsonschema,
@@ -21,6 +24,13 @@ buildPythonApplication {
 
   build-system = [ setuptools ];
   dependencies = [ click cryptography hcloud requests rich urllib3 ];
+
+  # OpenSSH and nixos-anywhere (pinned with nixpkgs) come first on PATH; the operator's
+  # own nix is preferred over ours for build and copy, so its settings apply.
+  makeWrapperArgs = [
+    "--prefix" "PATH" ":" (lib.makeBinPath [ openssh nixos-anywhere ])
+    "--suffix" "PATH" ":" (lib.makeBinPath [ nix ])
+  ];
 
   nativeCheckInputs = [ pytestCheckHook hypothesis jsonschema ];
   # The unit and fake-API tests run in the sandbox; tests that need the

@@ -17,7 +17,15 @@ from rich.console import Console
 from rich.table import Table
 
 from nix_infra import __version__
-from nix_infra.deploy import Deployer, DeployOptions, NodeOutcome, SshSettings, ssh_target, summary_rows
+from nix_infra.deploy import (
+    Deployer,
+    DeployOptions,
+    NodeOutcome,
+    SshSettings,
+    human_size,
+    ssh_target,
+    summary_rows,
+)
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
 from nix_infra.manifest import Manifest, load_manifest_file, load_manifest_flake
@@ -364,13 +372,15 @@ def _deploy_options(
 
 def _event_printer(opts: Options, console: Console) -> Callable[[dict[str, Any]], None]:
     lock = threading.Lock()
+    start: list[float] = []
 
     def show(event: dict[str, Any]) -> None:
         with lock:
             if opts.json_output:
                 click.echo(json.dumps(event))
                 return
-            node = event.get("node") or ""
+            start[:] = start or [event["time"]]
+            node = f"{event['time'] - start[0]:6.1f}s {event.get('node') or '':>12}"
             kind = event["event"]
             if kind == "phase":
                 console.print(
@@ -378,7 +388,7 @@ def _event_printer(opts: Options, console: Console) -> Callable[[dict[str, Any]]
                     + (f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else "")
                 )
             elif kind == "copied":
-                console.print(f"{node:>14}  copied {event['paths']} path(s)")
+                console.print(f"{node:>14}  copied {event['paths']} path(s), {human_size(event.get('bytes', 0))}")
             elif kind == "batch":
                 console.print(f"[bold]batch: {', '.join(event['nodes'])}[/bold]")
             elif kind in ("switched", "unchanged"):
@@ -398,7 +408,7 @@ def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console) -> No
         click.echo(json.dumps({"event": "summary", "nodes": [o.to_json() for o in outcomes]}))
         return
     table = Table(title="deploy summary")
-    for column in ("node", "old", "new", "paths copied", "result", "detail"):
+    for column in ("node", "old", "new", "copied", "result", "detail"):
         table.add_column(column)
     for row, o in zip(summary_rows(outcomes), outcomes, strict=True):
         color = "green" if o.ok else "red" if o.result != "not-started" else "yellow"

@@ -15,6 +15,7 @@ started and the failing node's log tail is shown.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -29,7 +30,7 @@ from nix_infra.bootstrap import install
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
 from nix_infra.manifest import Manifest, Node
-from nix_infra.nix import build_argv, copied_paths, copy_argv, parse_build_output
+from nix_infra.nix import NIX, build_argv, copied_paths, copy_argv, parse_build_output
 from nix_infra.process import run
 from nix_infra.ssh import SshTarget, nix_sshopts, run_remote, run_remote_commands
 
@@ -69,6 +70,7 @@ class NodeOutcome:
     paths_copied: int = 0
     detail: str = ""
     seconds: float = 0.0
+    bytes_copied: int = 0
 
     @property
     def ok(self) -> bool:
@@ -81,6 +83,7 @@ class NodeOutcome:
             "old_system": self.old_system,
             "new_system": self.new_system,
             "paths_copied": self.paths_copied,
+            "bytes_copied": self.bytes_copied,
             "detail": self.detail,
             "seconds": round(self.seconds, 3),
         }
@@ -146,7 +149,8 @@ class Deployer:
         paths = parse_build_output(result.stdout, len(nodes))
         return {n.name: p for n, p in zip(nodes, paths, strict=True)}
 
-    def copy(self, target: SshTarget, path: str) -> int:
+    def copy(self, target: SshTarget, path: str) -> tuple[int, int]:
+        """Copy a system's closure to a node; returns (paths copied, their NAR bytes)."""
         env = {**os.environ, "NIX_SSHOPTS": nix_sshopts(target)}
         argv = copy_argv(path, target, substitute_on_destination=self.options.substitute_on_destination)
         last = ""
@@ -154,9 +158,10 @@ class Deployer:
             self.emit("phase", target.node, phase="copy", attempt=attempt)
             result = run(argv, env=env, check=False, what=f"{target.node}: nix copy")
             if result.returncode == 0:
-                copied = len(copied_paths(result.stderr))
-                self.emit("copied", target.node, paths=copied)
-                return copied
+                paths = copied_paths(result.stderr)
+                size = nar_size(paths)
+                self.emit("copied", target.node, paths=len(paths), bytes=size)
+                return len(paths), size
             last = "\n".join(result.stderr.strip().splitlines()[-5:])
             self.emit("retry", target.node, phase="copy", attempt=attempt, error=last)
             time.sleep(min(2.0**attempt * 0.25, 5.0))
@@ -294,7 +299,7 @@ class Deployer:
         systems = self.build(nodes)
         current = self.probe(targets)
         changed = [n.name for n in nodes if current[n.name] != systems[n.name]]
-        copied: dict[str, int] = dict.fromkeys(targets, 0)
+        copied: dict[str, tuple[int, int]] = dict.fromkeys(targets, (0, 0))
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
             futures = {name: pool.submit(self.copy, targets[name], systems[name]) for name in changed}
             errors = []
@@ -319,7 +324,7 @@ class Deployer:
             if stopped:
                 for name in batch:
                     outcomes[name] = NodeOutcome(
-                        name, "not-started", current[name], systems[name], paths_copied=copied[name]
+                        name, "not-started", current[name], systems[name], copied[name][0], bytes_copied=copied[name][1]
                     )
                 continue
             self.emit("batch", nodes=batch)
@@ -336,7 +341,14 @@ class Deployer:
                     if why is not None:
                         o = outcomes[name]
                         outcomes[name] = NodeOutcome(
-                            name, "unhealthy", o.old_system, o.new_system, o.paths_copied, why, o.seconds
+                            name,
+                            "unhealthy",
+                            o.old_system,
+                            o.new_system,
+                            o.paths_copied,
+                            why,
+                            o.seconds,
+                            o.bytes_copied,
                         )
                         self.emit("unhealthy", name, reason=why)
             if not all(outcomes[n].ok for n in batch):
@@ -366,8 +378,28 @@ PREVIOUS_GENERATION = (
 )
 
 
-def _with_copied(o: NodeOutcome, copied: int) -> NodeOutcome:
-    return NodeOutcome(o.node, o.result, o.old_system, o.new_system, copied, o.detail, o.seconds)
+def _with_copied(o: NodeOutcome, copied: tuple[int, int]) -> NodeOutcome:
+    return NodeOutcome(o.node, o.result, o.old_system, o.new_system, copied[0], o.detail, o.seconds, copied[1])
+
+
+def nar_size(paths: Sequence[str]) -> int:
+    """Total NAR size of store paths in the local store (0 when there are none)."""
+    if not paths:
+        return 0
+    result = run([*NIX, "path-info", "--json", *paths], check=False, what="measuring copied paths")
+    try:
+        return sum(int(info.get("narSize", 0)) for info in json.loads(result.stdout))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
 
 
 def generation_name(path: str | None) -> str:
@@ -384,7 +416,7 @@ def summary_rows(outcomes: Iterable[NodeOutcome]) -> list[list[str]]:
             o.node,
             generation_name(o.old_system),
             generation_name(o.new_system),
-            str(o.paths_copied),
+            f"{o.paths_copied} ({human_size(o.bytes_copied)})" if o.paths_copied else "0",
             o.result,
             o.detail.splitlines()[-1] if o.detail else "",
         ]

@@ -310,3 +310,47 @@ def test_activation_survives_its_ssh_session_dropping(cluster: Cluster, capsys: 
     code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
     assert code == 0, err
     assert cluster.server("worker001").current_system() == new["worker001"]  # the detached unit finished
+
+
+def test_json_events_and_summary(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cluster.cli(capsys, "--json", "deploy")
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines() if line.startswith('{"event"')]
+    kinds = {e["event"] for e in events}
+    assert {"phase", "copied", "batch", "switched", "summary"} <= kinds
+    summary = events[-1]
+    assert summary["event"] == "summary"
+    assert all(n["result"] == "switched" and n["paths_copied"] == 1 and n["bytes_copied"] > 0 for n in summary["nodes"])
+    # ctrl001 switched in a wave of its own, before any other node started
+    switched = [e["node"] for e in events if e["event"] == "switched"]
+    assert switched[0] == "ctrl001"
+    batches = [e["nodes"] for e in events if e["event"] == "batch"]
+    assert batches[0] == ["ctrl001"] and sorted(batches[1]) == ["svc001", "worker001", "worker002"]
+
+
+def test_ssh_runs_a_command_with_the_pinned_key(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    systems = cluster.deployed(capsys)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nix_infra",
+            "--flake",
+            str(cluster.flake),
+            "--identity",
+            str(cluster.key),
+            "--ssh-port",
+            "2222",
+            "ssh",
+            "worker002",
+            "--",
+            "readlink",
+            "/run/current-system",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == systems["worker002"]
