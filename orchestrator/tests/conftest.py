@@ -35,6 +35,25 @@ def example_manifest_data(spec_expr: str = "import ./lib/example.nix") -> dict[s
     return data
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run nix-infra in-process, as its console script would; returns (exit code, stdout, stderr)."""
+    import sys
+
+    from nix_infra.cli import main
+
+    argv = sys.argv
+    sys.argv = ["nix-infra", *args]
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(scope="session")
 def example_manifest() -> dict[str, Any]:
     return example_manifest_data()

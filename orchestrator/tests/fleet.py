@@ -1,8 +1,9 @@
 """A local fleet of fake servers for end-to-end tests (usable by later capabilities).
 
 Each fake server is a real sshd in its own mount namespace, with its own /nix
-(a separate Nix store) and its own /run, listening on its own loopback address
-127.0.0.N. Servers come to life when the fake Hetzner API finishes creating
+(a separate Nix store), its own /run and /etc/passwd, listening on its own
+loopback address 127.X.Y.N:2222 (a random /24 per fleet, so parallel runs never
+meet). Servers come to life when the fake Hetzner API finishes creating
 them (FakeHcloud hooks): the SSH host key is the one the orchestrator put into
 the server's cloud-init user_data, the authorized keys are the server's SSH
 keys. What only a real NixOS has is stood in for, minimally, by scripts on the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -206,11 +208,15 @@ class FakeFleet:
     root: Path
     port: int = SSH_PORT
     servers: dict[str, FakeServer] = field(default_factory=dict)
+    # a /24 of its own inside 127.0.0.0/8, so fleets of parallel test runs never meet
+    prefix: str = field(default_factory=lambda: f"127.{random.randint(1, 254)}.{random.randint(0, 255)}")
     _next: int = 10
 
     def allocate_ipv4(self, server_id: int) -> str:
         self._next += 1
-        return f"127.0.0.{self._next}"
+        if self._next > 254:
+            raise RuntimeError("the fleet has room for 244 servers")
+        return f"{self.prefix}.{self._next}"
 
     def boot(self, server: dict[str, Any], authorized_keys: list[str], user_data: str | None) -> None:
         private, public = host_key_from_user_data(user_data)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nix_infra.cli import main
 from nix_infra.fake_hcloud import FakeHcloud
 
-from .conftest import REPO
+from .conftest import REPO, run_cli
 from .fleet import FakeFleet, FakeServer, install_stand_ins, set_generation, write_cluster_flake
 
 pytestmark = pytest.mark.skipif(
@@ -45,27 +44,8 @@ class Cluster:
         self.flake = write_cluster_flake(root / "repo", REPO, SPEC % {"key": public})
 
     def cli(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-        argv = sys.argv
-        sys.argv = [
-            "nix-infra",
-            "--flake",
-            str(self.flake),
-            "--identity",
-            str(self.key),
-            "--ssh-port",
-            "2222",
-            "--yes",
-            *args,
-        ]
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        finally:
-            sys.argv = argv
-        out, err = capsys.readouterr()
-        return code, out, err
+        common = ["--flake", str(self.flake), "--identity", str(self.key), "--ssh-port", "2222", "--yes"]
+        return run_cli(capsys, *common, *args)
 
     def server(self, node: str) -> FakeServer:
         return self.fleet.servers[f"e2e-{node}"]

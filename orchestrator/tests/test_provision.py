@@ -3,38 +3,22 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nix_infra.cli import main
 from nix_infra.fake_hcloud import FakeHcloud
 
 from .conftest import example_manifest_data
+from .conftest import run_cli as cli
 
 SIXTY_ONE = (
     "let e = import ./lib/example.nix; in e // { nodes = e.nodes // builtins.listToAttrs"
     ' (builtins.genList (i: { name = "worker${toString (i + 100)}";'
     ' value = { type = "worker"; serverType = "cx22"; }; }) 60); }'
 )
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run nix-infra in-process; returns (exit code, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = ["nix-infra", *args]
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def servers_by_node(fake: FakeHcloud, cluster: str = "demo") -> dict[str, list[str]]:
