@@ -117,7 +117,10 @@ def public(resource: Json) -> Json:
 
 
 def ssh_fingerprint(public_key: str) -> str:
-    """MD5 fingerprint of an OpenSSH public key, as Hetzner shows it (aa:bb:...)."""
+    """MD5 fingerprint of an OpenSSH public key, as Hetzner shows it (aa:bb:...).
+
+    Deliberately not shared with nix_infra.hetzner.model.ssh_fingerprint: the fake
+    computes what the real API would, so a bug in one cannot hide in both."""
     parts = public_key.split()
     try:
         blob = base64.b64decode(parts[1], validate=True)
