@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROFILE = "/nix/var/nix/profiles/system"
 STATE_DIR = "/run/nix-infra"
 
 ACTIVATE = r"""
@@ -99,9 +98,6 @@ class Activation:
             self.system, self.token, str(self.confirm_timeout),
         ]  # fmt: skip
 
-    def status_command(self) -> list[str]:
-        return ["cat", f"{STATE_DIR}/{self.token}.status"]
-
     def watch_command(self, states: tuple[str, ...], timeout: int, *, confirm: bool = False) -> list[str]:
         """Wait on the node (one connection, no polling from here) until the status is one
         of `states`; print it. With `confirm`, first create the confirmation file."""
@@ -116,9 +112,6 @@ class Activation:
             *states,
         ]
 
-    def confirm_command(self) -> list[str]:
-        return ["touch", f"{STATE_DIR}/{self.token}.confirm"]
-
     def log_command(self, lines: int = 30) -> list[str]:
         return ["tail", "-n", str(lines), f"{STATE_DIR}/{self.token}.log"]
 
@@ -126,8 +119,3 @@ class Activation:
 def current_system_command() -> list[str]:
     """What the node runs now."""
     return ["readlink", "-f", "/run/current-system"]
-
-
-def rollback_command() -> list[str]:
-    """Back to the previous generation of the system profile, and switch to it."""
-    return ["/bin/sh", "-c", f"nix-env -p {PROFILE} --rollback && {PROFILE}/bin/switch-to-configuration switch"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nix_infra.activate import ACTIVATE, Activation, current_system_command
+from nix_infra.activate import ACTIVATE, WATCH, Activation, current_system_command
 from nix_infra.deploy import batches
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore, NodeFacts, generate_host_key
@@ -99,8 +99,13 @@ def test_activation_runs_detached_in_a_transient_unit() -> None:
         "/bin/sh", "-c", ACTIVATE, "nix-infra-activate",
         "/nix/store/abc-nixos-system", "1700000000-deadbeef", "30",
     ]  # fmt: skip
-    assert act.confirm_command() == ["touch", "/run/nix-infra/1700000000-deadbeef.confirm"]
-    assert act.status_command() == ["cat", "/run/nix-infra/1700000000-deadbeef.status"]
+    # watching and confirming happen on the node, each in one connection
+    assert act.watch_command(("waiting", "failed"), 240) == [
+        "/bin/sh", "-c", WATCH, "nix-infra-watch", "0", "/run/nix-infra/1700000000-deadbeef", "240",
+        "waiting", "failed",
+    ]  # fmt: skip
+    assert act.watch_command(("confirmed",), 60, confirm=True)[4:6] == ["1", "/run/nix-infra/1700000000-deadbeef"]
+    assert '[ "$confirm" = 1 ] && touch "$base.confirm"' in WATCH
     assert current_system_command() == ["readlink", "-f", "/run/current-system"]
     # the script reverts on a failed switch and when no confirmation comes
     assert ACTIVATE.count("revert") >= 3 and "rolled-back" in ACTIVATE
