@@ -36,7 +36,7 @@ from nix_infra.targets import select
 if TYPE_CHECKING:
     from hcloud import Client
 
-    from nix_infra.hetzner.model import Desired
+    from nix_infra.hetzner.model import Actual, Desired
     from nix_infra.hetzner.plan import Plan
 
 # The Hetzner layer (hcloud, requests: a fifth of a second to import) is imported by the
@@ -91,13 +91,11 @@ class Options:
         return make_client(token, settings), desired
 
 
-def settle_facts(opts: Options, client: Client, desired: Desired, console: Console) -> None:
+def settle_facts(opts: Options, desired: Desired, actual: Actual, console: Console) -> None:
     """Complete the facts of servers a cut-off run created; warn about servers without any."""
-    from nix_infra.hetzner.apply import Applier
-    from nix_infra.hetzner.model import read_actual
+    from nix_infra.hetzner.apply import complete_facts
 
-    applier = Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port)
-    unknown = applier.complete_facts(read_actual(client, desired.cluster))
+    unknown = complete_facts(opts.facts(), desired, actual, lambda msg: console.print(msg))
     if unknown:
         console.print(
             f"[yellow]warning: no facts for {', '.join(unknown)}: their host keys are unknown, so nix-infra "
@@ -109,11 +107,13 @@ def progress_printer() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def current_plan(client: Client, desired: Desired) -> Plan:
+def current_plan(client: Client, desired: Desired) -> tuple[Actual, Plan]:
+    """One snapshot of the project, and the plan from it."""
     from nix_infra.hetzner.model import read_actual
     from nix_infra.hetzner.plan import plan
 
-    return plan(desired, read_actual(client, desired.cluster))
+    actual = read_actual(client, desired.cluster)
+    return actual, plan(desired, actual)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -240,7 +240,7 @@ def plan_cmd(opts: Options) -> None:
     from nix_infra.hetzner.render import render_plan
 
     client, desired = opts.hetzner()
-    p = current_plan(client, desired)
+    _, p = current_plan(client, desired)
     if opts.json_output:
         click.echo(json.dumps(p.to_json(), indent=2))
     else:
@@ -270,7 +270,7 @@ def provision_cmd(opts: Options) -> None:
 
     client, desired = opts.hetzner()
     console = progress_printer()
-    p = current_plan(client, desired)
+    actual, p = current_plan(client, desired)
     if opts.json_output:
         click.echo(json.dumps({"plan": p.to_json()}, indent=2), err=True)
     else:
@@ -278,13 +278,13 @@ def provision_cmd(opts: Options) -> None:
     if p.problems:
         raise problems_error(p)
     if not p.has_changes:
-        settle_facts(opts, client, desired, console)
+        settle_facts(opts, desired, actual, console)
         _result(opts, "nothing to do", p)
         return
     _confirm(opts, f"Apply these {len(p.changes)} changes to cluster {desired.cluster}?")
     Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port).apply(p)
-    settle_facts(opts, client, desired, console)
-    after = current_plan(client, desired)
+    actual, after = current_plan(client, desired)
+    settle_facts(opts, desired, actual, console)
     if after.has_changes:
         raise NixInfraError(
             f"provision finished, but {len(after.changes)} changes remain; run it again "
@@ -479,12 +479,13 @@ def deploy_cmd(
       nix-infra --json deploy --on ctrl001,worker001 | jq -c .
     """
     from nix_infra.hetzner.apply import Applier, problems_error
+    from nix_infra.hetzner.model import read_actual
     from nix_infra.hetzner.render import render_plan
 
     console = progress_printer()
     if not no_provision:
         client, desired = opts.hetzner()
-        p = current_plan(client, desired)
+        actual, p = current_plan(client, desired)
         if p.problems:
             raise problems_error(p)
         if p.has_changes:
@@ -492,7 +493,8 @@ def deploy_cmd(
                 render_plan(p, console)
             _confirm(opts, f"Apply these {len(p.changes)} cloud changes to cluster {desired.cluster}?")
             Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port).apply(p)
-        settle_facts(opts, client, desired, console)
+            actual = read_actual(client, desired.cluster)
+        settle_facts(opts, desired, actual, console)
     manifest = opts.load_manifest()
     nodes = select(manifest, on)
     deployer = Deployer(

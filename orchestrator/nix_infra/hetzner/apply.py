@@ -271,22 +271,6 @@ class Applier:
                 NodeFacts(node=node, host_key=key.public, public_ipv4=None, ssh_port=self.ssh_port, installed=False)
             )
 
-    def complete_facts(self, actual: Actual) -> list[str]:
-        """Fill in the address of servers whose creation was cut off; name servers without facts."""
-        if self.facts is None:
-            return []
-        unknown = []
-        for server in actual.servers:
-            if server.node is None or server.node not in {d.node for d in self.desired.servers}:
-                continue
-            known = self.facts.read(server.node)
-            if known is None:
-                unknown.append(server.node)
-            elif known.public_ipv4 is None and server.public_ipv4 is not None:
-                self.facts.write(replace(known, public_ipv4=server.public_ipv4, public_ipv6=server.public_ipv6))
-                self.progress(f"~ facts of {server.node}: address {server.public_ipv4}")
-        return unknown
-
     def _record_facts(self, c: Change, server: BoundServer, key: HostKey) -> None:
         """Pin the new server's host key and address at once, before anything connects to it."""
         if self.facts is None:
@@ -342,6 +326,23 @@ class Applier:
                     )
             self.progress(f"~ server {c.name}: {', '.join(c.fields)}")
         _wait_all(pending)
+
+
+def complete_facts(facts: FactsStore, desired: Desired, actual: Actual, progress: Progress) -> list[str]:
+    """Fill in the address of servers whose creation was cut off; return the nodes whose
+    servers exist without any facts (their host keys are unknown)."""
+    wanted = {d.node for d in desired.servers}
+    unknown = []
+    for server in actual.servers:
+        if server.node is None or server.node not in wanted:
+            continue
+        known = facts.read(server.node)
+        if known is None:
+            unknown.append(server.node)
+        elif known.public_ipv4 is None and server.public_ipv4 is not None:
+            facts.write(replace(known, public_ipv4=server.public_ipv4, public_ipv6=server.public_ipv6))
+            progress(f"~ facts of {server.node}: address {server.public_ipv4}")
+    return unknown
 
 
 def delete_firewall(client: Client, name: str, fid: int, progress: Progress) -> None:
