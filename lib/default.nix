@@ -61,6 +61,8 @@ in
         endpoints = map (n: "https://${ipOf.${n}}:${toString constants.ports.etcdClient}") ctrls;
         initialCluster = builtins.concatStringsSep "," (map (n: "${n}=https://${ipOf.${n}}:${toString constants.ports.etcdPeer}") ctrls);
         members = ctrls;
+        clientPort = constants.ports.etcdClient;
+        peerPort = constants.ports.etcdPeer;
       };
 
       nodeData = builtins.mapAttrs (
@@ -91,6 +93,7 @@ in
         waves = ws;
         manifest = manifest.manifest {
           inherit s nodeData seed;
+          etcd = { inherit (etcd) endpoints initialCluster members clientPort peerPort; };
           waves = ws;
           nodeLabels = manifest.nodeLabels;
         };

@@ -24,13 +24,14 @@ in
   /**
     Build the manifest from a normalized spec and its derived data.
 
-    Takes { s; nodeData; waves; seed; } where nodeData is evalCluster's
-    per-node data; returns plain JSON-able data, `version = 1`.
+    Takes { s; nodeData; waves; seed; etcd; } where nodeData is evalCluster's
+    per-node data and etcd the control plane's endpoints; returns plain
+    JSON-able data, `version = 1`.
 
     Example: (manifest { ... }).version => 1
   */
   manifest =
-    { s, nodeData, waves, seed, nodeLabels }:
+    { s, nodeData, waves, seed, etcd, nodeLabels }:
     let
       net = ip.parseCidr s.provider.network;
     in
@@ -67,7 +68,7 @@ in
         inherit (a) name group port publish nodes secrets protocol path healthCheck image;
         envPrefix = a.envPrefix;
       }) s.apps;
-      inherit waves;
+      inherit waves etcd;
       etcdSeed = seed;
       secrets = builtins.attrNames (builtins.listToAttrs (map (x: { name = x; value = null; }) (builtins.concatMap (a: a.secrets) (builtins.attrValues s.apps))));
     };

@@ -19,5 +19,15 @@ in
   testNetwork = { expr = m.network; expected = { ipRange = "10.10.0.0/16"; subnet = "10.10.0.0/16"; gateway = "10.10.0.1"; zone = "eu-central"; }; };
   testSecrets = { expr = m.secrets; expected = [ "api-token" ]; };
   testSeedKeys = { expr = builtins.attrNames m.etcdSeed; expected = [ "/cluster/backends/api/meta_data" "/cluster/nodes/ctrl001" "/cluster/nodes/worker001" ]; };
+  testEtcd = {
+    expr = m.etcd;
+    expected = {
+      members = [ "ctrl001" ];
+      endpoints = [ "https://10.10.32.1:2379" ];
+      initialCluster = "ctrl001=https://10.10.32.1:2380";
+      clientPort = 2379;
+      peerPort = 2380;
+    };
+  };
   testIsJson = { expr = builtins.fromJSON (builtins.toJSON m) == m; expected = true; };
 }

@@ -8,7 +8,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,15 +20,13 @@ from nix_infra.deploy import (
     Deployer,
     DeployOptions,
     NodeOutcome,
-    SshSettings,
     human_size,
     ssh_target,
     summary_rows,
 )
 from nix_infra.errors import NixInfraError
-from nix_infra.facts import FactsStore
-from nix_infra.manifest import Manifest, load_manifest_file, load_manifest_flake
 from nix_infra.operate import desired_systems, node_status, run_everywhere
+from nix_infra.options import Options
 from nix_infra.ssh import ssh_argv
 from nix_infra.targets import select
 
@@ -43,52 +40,6 @@ if TYPE_CHECKING:
 # commands that talk to the cloud, so ssh/cmd/status start at once.
 
 EXIT_CHANGES = 2  # `plan`: something would change (as terraform plan -detailed-exitcode)
-
-
-@dataclass(frozen=True)
-class Options:
-    """The global options, shared by every command."""
-
-    flake: str
-    manifest_file: Path | None
-    json_output: bool
-    yes: bool
-    debug: bool
-    facts_dir: Path | None = None
-    identity: Path | None = None
-    ssh_port: int = 22
-
-    def facts(self) -> FactsStore:
-        return FactsStore(self.facts_dir or self.repo_dir() / "facts")
-
-    def ssh_settings(self) -> SshSettings:
-        timeout = os.environ.get("NIX_INFRA_SSH_CONNECT_TIMEOUT", "10")
-        if not timeout.isdigit():
-            raise NixInfraError(f"NIX_INFRA_SSH_CONNECT_TIMEOUT={timeout!r} is not a whole number of seconds")
-        return SshSettings(identity=self.identity, port=self.ssh_port, connect_timeout=int(timeout))
-
-    def load_manifest(self) -> Manifest:
-        if self.manifest_file is not None:
-            return load_manifest_file(self.manifest_file)
-        return load_manifest_flake(self.flake)
-
-    def repo_dir(self) -> Path:
-        """The cluster repo, where .env lives: a local flake's directory, else the working directory."""
-        if self.manifest_file is None:
-            local = self.flake.removeprefix("path:").removeprefix("git+file://").split("?")[0]
-            if ":" not in local and Path(local).is_dir():
-                return Path(local)
-        return Path.cwd()
-
-    def hetzner(self) -> tuple[Client, Desired]:
-        """Token first (a missing one fails before any work), then manifest, then a client."""
-        from nix_infra.hetzner.client import make_client, resolve_token, settings_from_env
-        from nix_infra.hetzner.model import desired_state
-
-        token = resolve_token(os.environ, self.repo_dir())
-        settings = settings_from_env(os.environ, self.repo_dir())
-        desired = desired_state(self.load_manifest())
-        return make_client(token, settings), desired
 
 
 def settle_facts(opts: Options, desired: Desired, actual: Actual, console: Console) -> None:
@@ -142,10 +93,18 @@ def current_plan(client: Client, desired: Desired) -> tuple[Actual, Plan]:
     help="Per-node facts and pinned host keys (default: facts/ in the cluster repo).",
 )
 @click.option(
-    "--identity",
+    "--ssh-key",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     metavar="FILE",
-    help="SSH private key for the nodes (default: ssh's own choice, e.g. the agent).",
+    help="SSH private key for logging in to the nodes (default: ssh's own choice, e.g. the agent).",
+)
+@click.option(
+    "--identity",
+    "identity_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="age identity or SSH private key that decrypts the repo's secrets and keys "
+    "(default: $NIX_INFRA_IDENTITY, else ~/.ssh/id_ed25519).",
 )
 @click.option(
     "--ssh-port",
@@ -165,7 +124,8 @@ def cli(
     yes: bool,
     debug: bool,
     facts_dir: Path | None,
-    identity: Path | None,
+    ssh_key: Path | None,
+    identity_file: Path | None,
     ssh_port: int,
     verbose: int,
 ) -> None:
@@ -195,8 +155,10 @@ def cli(
         yes=yes,
         debug=debug,
         facts_dir=facts_dir,
-        identity=identity,
+        ssh_key=ssh_key,
+        identity_file=identity_file,
         ssh_port=ssh_port,
+        verbose=verbose,
     )
 
 
@@ -661,6 +623,13 @@ def _result(opts: Options, status: str, p: Plan) -> None:
         click.echo(json.dumps({"status": status, "applied": p.to_json()}, indent=2))
     else:
         click.echo(status)
+
+
+from nix_infra.cli_state import etcd_group, init_cmd, pki_group  # noqa: E402  (commands register on `cli`)
+
+cli.add_command(init_cmd)
+cli.add_command(pki_group)
+cli.add_command(etcd_group)
 
 
 def main() -> None:

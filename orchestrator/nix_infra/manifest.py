@@ -52,6 +52,16 @@ class Network:
 
 
 @dataclass(frozen=True)
+class EtcdCluster:
+    """The control plane: ctrl members, their client endpoints and ports."""
+
+    members: tuple[str, ...]
+    endpoints: tuple[str, ...]
+    client_port: int
+    peer_port: int
+
+
+@dataclass(frozen=True)
 class Manifest:
     version: int
     cluster: str
@@ -62,6 +72,7 @@ class Manifest:
     admin_cidrs: tuple[str, ...]
     nodes: Mapping[str, Node]
     waves: tuple[tuple[str, ...], ...]
+    etcd: EtcdCluster
     etcd_seed: Mapping[str, Any]
     secrets: tuple[str, ...]
     raw: Mapping[str, Any]
@@ -144,6 +155,12 @@ def parse_manifest(data: Any) -> Manifest:
         admin_cidrs=tuple(r.get("adminCidrs", list)),
         nodes=nodes,
         waves=tuple(tuple(w) for w in r.get("waves", list)),
+        etcd=EtcdCluster(
+            members=tuple(r.sub("etcd").get("members", list)),
+            endpoints=tuple(r.sub("etcd").get("endpoints", list)),
+            client_port=r.sub("etcd").get("clientPort", int),
+            peer_port=r.sub("etcd").get("peerPort", int),
+        ),
         etcd_seed=dict(r.get("etcdSeed", dict)),
         secrets=tuple(r.get("secrets", list)),
         raw=data,

@@ -44,7 +44,7 @@ class Cluster:
         self.flake = write_cluster_flake(root / "repo", REPO, SPEC % {"key": public})
 
     def cli(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-        common = ["--flake", str(self.flake), "--identity", str(self.key), "--ssh-port", "2222", "--yes"]
+        common = ["--flake", str(self.flake), "--ssh-key", str(self.key), "--ssh-port", "2222", "--yes"]
         return run_cli(capsys, *common, *args)
 
     def server(self, node: str) -> FakeServer:
@@ -317,7 +317,7 @@ def test_ssh_runs_a_command_with_the_pinned_key(cluster: Cluster, capsys: pytest
             "nix_infra",
             "--flake",
             str(cluster.flake),
-            "--identity",
+            "--ssh-key",
             str(cluster.key),
             "--ssh-port",
             "2222",

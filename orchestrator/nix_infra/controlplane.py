@@ -1,0 +1,147 @@
+"""The cluster repo's control-plane state: `init`, certificate issuance, reaching etcd.
+
+Library functions behind `nix-infra init`, `nix-infra pki ...` and
+`nix-infra etcd ...` (and the deploy step that seeds etcd).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nix_infra.agestore import (
+    RECIPIENTS_FILE,
+    Identity,
+    Recipient,
+    load_recipients,
+    parse_recipients,
+    write_atomically,
+)
+from nix_infra.errors import NixInfraError
+from nix_infra.etcd import Etcd, TlsMaterial
+from nix_infra.manifest import Manifest
+from nix_infra.pki import Pki, wanted_certificates
+from nix_infra.ssh import SshTarget
+from nix_infra.tunnel import forward
+
+RECIPIENTS_HEADER = """\
+# Who can decrypt this cluster's secrets and keys: age public keys (age1...)
+# or SSH public keys (ssh-ed25519 ...), one per line. After a change, run
+# `nix-infra secret rekey` to re-encrypt everything to the new list.
+"""
+
+
+@dataclass(frozen=True)
+class InitReport:
+    created: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
+def init_repo(
+    repo: Path, cluster: str, recipients: Sequence[str], identity: Callable[[], Identity] | None
+) -> InitReport:
+    """Create what is missing of a cluster repo's state; never change what exists.
+
+    recipients.txt, when missing, lists `recipients`, or else the public key of
+    the operator's identity. Then facts/ and the CA (key encrypted to the recipients).
+    """
+    created: list[str] = []
+    kept: list[str] = []
+    path = repo / RECIPIENTS_FILE
+    if path.exists():
+        kept.append(str(RECIPIENTS_FILE))
+    else:
+        keys = list(recipients)
+        if not keys:
+            if identity is None:
+                raise NixInfraError("init: no recipients; pass --recipient KEY (an age or ssh-ed25519 public key)")
+            keys = list(identity().public)
+        parsed = parse_recipients("\n".join(keys), "--recipient")  # validate before writing anything
+        write_atomically(path, (RECIPIENTS_HEADER + "".join(f"{r.text}\n" for r in parsed)).encode())
+        created.append(str(RECIPIENTS_FILE))
+    facts = repo / "facts"
+    if facts.is_dir():
+        kept.append("facts/")
+    else:
+        facts.mkdir(parents=True)
+        (facts / ".gitignore").write_text(".nix-infra.lock\n")
+        created.append("facts/")
+    pki = Pki(repo)
+    if pki.create_ca(cluster, load_recipients(repo)):
+        created += ["pki/ca.crt", "pki/ca.key.age"]
+    else:
+        kept += ["pki/ca.crt", "pki/ca.key.age"]
+    return InitReport(tuple(created), tuple(kept))
+
+
+def issue_certificates(repo: Path, manifest: Manifest, identity: Callable[[], Identity]) -> list[tuple[str, str]]:
+    """Issue the manifest's missing or expiring certificates; returns (name, reason) of those issued.
+
+    The identity (which may ask for a passphrase) is loaded only when something must be issued.
+    """
+    pki = Pki(repo)
+    specs = wanted_certificates(manifest)
+    todo = pki.plan(specs)
+    if not todo:
+        return []
+    recipients: list[Recipient] = load_recipients(repo)
+    issued = pki.issue(specs, identity(), recipients)
+    return [(s.spec.name, s.reason or "") for s in issued]
+
+
+@dataclass(frozen=True)
+class DirectEndpoint:
+    """--etcd-endpoint and its TLS files, for operators (and tests) with direct access."""
+
+    url: str
+    ca: Path
+    cert: Path
+    key: Path
+
+    def tls(self) -> TlsMaterial:
+        def read(option: str, path: Path) -> bytes:
+            try:
+                return path.read_bytes()
+            except OSError as e:
+                raise NixInfraError(f"{option} {path}: cannot be read ({e.strerror})") from None
+
+        return TlsMaterial(read("--etcd-ca", self.ca), read("--etcd-cert", self.cert), read("--etcd-key", self.key))
+
+
+def admin_tls(repo: Path, identity: Identity) -> TlsMaterial:
+    pki = Pki(repo)
+    return TlsMaterial(ca=pki.ca_pem(), cert=pki.certificate_pem("admin"), key=pki.private_key_pem("admin", identity))
+
+
+@contextmanager
+def connect(
+    repo: Path,
+    manifest: Manifest,
+    target: Callable[[str], SshTarget],
+    identity: Callable[[], Identity],
+    timeout: float = 10.0,
+) -> Iterator[Etcd]:
+    """An etcd client through an SSH tunnel to a ctrl node's 127.0.0.1:<clientPort>, as nix-infra's admin.
+
+    Tries the ctrl nodes in manifest order and uses the first whose tunnel comes up.
+    """
+    if not manifest.etcd.members:
+        raise NixInfraError("the manifest has no ctrl node, so there is no etcd to reach")
+    tls = admin_tls(repo, identity())
+    errors = []
+    with ExitStack() as stack:
+        for member in manifest.etcd.members:
+            try:
+                local_port = stack.enter_context(forward(target(member), manifest.etcd.client_port))
+            except NixInfraError as e:  # unreachable or unknown node: try the next member
+                errors.append(e.message)
+                continue
+            url = f"https://127.0.0.1:{local_port}"
+            # the server certificate names the ctrl node; check that name, not the tunnel's address
+            etcd = stack.enter_context(Etcd(url, tls, timeout=timeout, server_name=member))
+            etcd.url = f"{url} (SSH tunnel to {member}:127.0.0.1:{manifest.etcd.client_port})"
+            yield etcd
+            return
+    raise NixInfraError("no ctrl node could be reached for etcd:\n" + "\n".join(errors))

@@ -1,0 +1,267 @@
+"""Seeding and the etcd commands against a real etcd with TLS and client-certificate auth."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from .conftest import example_manifest_data, run_cli
+from .etcd_server import ClusterPki, EtcdServer, free_port, make_cluster_pki
+
+from nix_infra.errors import NixInfraError
+from nix_infra.etcd import Etcd, TlsMaterial, canonical, seed
+
+
+@pytest.fixture(scope="module")
+def manifest_data() -> dict[str, Any]:
+    return example_manifest_data()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, manifest_data: dict[str, Any]) -> ClusterPki:
+    return make_cluster_pki(tmp_path_factory.mktemp("repo"), manifest_data)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, cluster: ClusterPki) -> Iterator[EtcdServer]:
+    s = EtcdServer(tmp_path_factory.mktemp("etcd"), cluster, "ctrl001").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def etcd(server: EtcdServer, cluster: ClusterPki) -> Iterator[Etcd]:
+    server.etcdctl("del", "--prefix", "/")
+    with Etcd(server.url, cluster.tls("admin")) as client:
+        yield client
+
+
+def everything(server: EtcdServer) -> dict[str, str]:
+    out = server.etcdctl("get", "--prefix", "/", "-w", "json")
+    import base64
+
+    kvs = json.loads(out).get("kvs", [])
+    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]).decode() for kv in kvs}
+
+
+def test_the_etcd3_client_works_with_current_protobuf(server: EtcdServer, cluster: ClusterPki) -> None:
+    """cslab-etcd3 keeps the `etcd3` module, imports with protobuf >= 4 and speaks to etcd over TLS."""
+    import etcd3
+    import google.protobuf
+
+    assert int(google.protobuf.__version__.split(".")[0]) >= 4
+    assert hasattr(etcd3, "MultiEndpointEtcd3Client")
+    with Etcd(server.url, cluster.tls("admin")) as client:
+        client.put("/proof", b"protobuf " + google.protobuf.__version__.encode())
+        assert client.get_prefix("/proof")["/proof"][0].startswith(b"protobuf ")
+        assert client.client.status().version.startswith("3.")
+        client.delete("/proof")
+
+
+def test_seed_writes_exactly_the_manifest_keys_canonically(
+    etcd: Etcd, server: EtcdServer, manifest_data: dict[str, Any]
+) -> None:
+    result = seed(etcd, manifest_data["etcdSeed"])
+    assert result.diff.counts() == {"added": 3, "changed": 0, "removed": 0}
+    stored = everything(server)
+    assert stored == {k: canonical(v).decode() for k, v in manifest_data["etcdSeed"].items()}
+    assert stored["/cluster/nodes/ctrl001"] == '{"ipv4":"10.10.32.1","name":"ctrl001","services":[]}'
+
+    again = seed(etcd, manifest_data["etcdSeed"])
+    assert again.diff.empty and again.transactions == 0
+    assert everything(server) == stored
+
+
+def test_seed_leaves_instances_and_foreign_keys_and_removes_stale_owned_keys(
+    etcd: Etcd, server: EtcdServer, manifest_data: dict[str, Any]
+) -> None:
+    seed(etcd, manifest_data["etcdSeed"])
+    instance = "/cluster/backends/api/instances/worker001"
+    orphan_instance = "/cluster/backends/gone/instances/worker009"
+    server.etcdctl("put", instance, '{"ipv4":"10.10.64.1","node":"worker001","port":8080}')
+    server.etcdctl("put", orphan_instance, "registered by a node")
+    server.etcdctl("put", "/cluster/nodes/worker009", '{"name":"worker009"}')  # a node removed from the flake
+    server.etcdctl("put", "/cluster/backends/gone/meta_data", "{}")  # an app removed from the flake
+    server.etcdctl("put", "/cluster/custom/thing", "operator data")  # under /cluster, not owned
+    server.etcdctl("put", "/coreos.com/network/config", "flannel's")  # outside /cluster
+    server.etcdctl("put", "/cluster/nodes/ctrl001", '{"name": "ctrl001", "ipv4": "10.10.32.1", "services": []}')
+    before = everything(server)
+
+    result = seed(etcd, manifest_data["etcdSeed"])
+
+    assert result.diff.counts() == {"added": 0, "changed": 1, "removed": 2}
+    after = everything(server)
+    assert "/cluster/nodes/worker009" not in after and "/cluster/backends/gone/meta_data" not in after
+    for untouched in (instance, orphan_instance, "/cluster/custom/thing", "/coreos.com/network/config"):
+        assert after[untouched] == before[untouched]
+    assert after["/cluster/nodes/ctrl001"] == '{"ipv4":"10.10.32.1","name":"ctrl001","services":[]}'
+
+
+def test_dry_run_writes_nothing(etcd: Etcd, server: EtcdServer, manifest_data: dict[str, Any]) -> None:
+    result = seed(etcd, manifest_data["etcdSeed"], dry_run=True)
+    assert result.diff.counts()["added"] == 3
+    assert everything(server) == {}
+
+
+def test_many_keys_are_written_in_bounded_transactions(etcd: Etcd, server: EtcdServer) -> None:
+    desired = {f"/cluster/nodes/n{i:04d}": {"name": f"n{i:04d}"} for i in range(300)}
+    result = seed(etcd, desired)
+    assert result.transactions == 3  # 128 + 128 + 44: etcd's default --max-txn-ops is 128
+    assert len(everything(server)) == 300
+
+
+def test_a_concurrent_change_stops_the_seed_without_clobbering(
+    etcd: Etcd, server: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desired = {f"/cluster/nodes/n{i}": {"name": f"n{i}", "v": 2} for i in range(4)}
+    for i in range(4):
+        server.etcdctl("put", f"/cluster/nodes/n{i}", '{"v":1}')
+    real = etcd.get_prefix
+
+    def read_then_race(prefix: str) -> Any:
+        snapshot = real(prefix)
+        server.etcdctl("put", "/cluster/nodes/n3", "changed by someone else")
+        return snapshot
+
+    monkeypatch.setattr(etcd, "get_prefix", read_then_race)
+    with pytest.raises(NixInfraError, match="changed while seeding") as err:
+        seed(etcd, desired, max_txn_ops=2)
+    assert "1 of 2 transactions" in err.value.message
+    stored = everything(server)
+    assert stored["/cluster/nodes/n3"] == "changed by someone else"
+    # the transaction holding n3 was written not at all: n2 is still the old value
+    assert stored["/cluster/nodes/n2"] == '{"v":1}'
+    monkeypatch.undo()
+    assert seed(etcd, desired).diff.counts()["changed"] == 2  # a re-run converges
+
+
+def test_a_client_without_a_valid_certificate_is_refused(
+    server: EtcdServer, cluster: ClusterPki, tmp_path: Path, manifest_data: dict[str, Any]
+) -> None:
+    stranger = make_cluster_pki(tmp_path / "other", manifest_data)  # same names, another CA
+    forged = TlsMaterial(ca=cluster.pki.ca_pem(), cert=stranger.tls("admin").cert, key=stranger.tls("admin").key)
+    with Etcd(server.url, forged, timeout=3) as client, pytest.raises(NixInfraError, match=server.url):
+        client.get_prefix("/")
+    # no client certificate at all: etcdctl with only the CA
+    env = server.etcdctl_env()
+    del env["ETCDCTL_CERT"], env["ETCDCTL_KEY"]
+    proc = subprocess.run(
+        ["etcdctl", "get", "/x", "--command-timeout=3s"], env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0
+
+
+def test_unreachable_etcd_names_the_endpoint_and_writes_nothing(cluster: ClusterPki) -> None:
+    url = f"https://127.0.0.1:{free_port()}"
+    with Etcd(url, cluster.tls("admin"), timeout=2) as client:
+        start = time.monotonic()
+        with pytest.raises(NixInfraError) as err:
+            seed(client, {"/cluster/nodes/a": {"name": "a"}})
+    assert url in err.value.message
+    assert time.monotonic() - start < 10
+
+
+# ---- the CLI -------------------------------------------------------------------------------------
+
+
+def cli_args(server: EtcdServer, cluster: ClusterPki, tmp_path: Path) -> list[str]:
+    ca, cert, key = cluster.write_files("admin", tmp_path / "admin")
+    return ["etcd", "--etcd-endpoint", server.url, "--etcd-ca", str(ca), "--etcd-cert", str(cert), "--etcd-key", str(key)]
+
+
+@pytest.fixture
+def manifest_file(tmp_path: Path, manifest_data: dict[str, Any]) -> Path:
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest_data))
+    return path
+
+
+def test_cli_seed_dry_run_then_seed_then_noop(
+    etcd: Etcd,
+    server: EtcdServer,
+    cluster: ClusterPki,
+    tmp_path: Path,
+    manifest_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = cli_args(server, cluster, tmp_path)
+    code, out, _ = run_cli(capsys, "--manifest", str(manifest_file), *args, "seed", "--dry-run")
+    assert code == 0
+    assert "+ /cluster/nodes/ctrl001" in out and "3 added, 0 changed, 0 removed (nothing written)" in out
+    assert everything(server) == {}
+    code, out, _ = run_cli(capsys, "--manifest", str(manifest_file), "--json", *args, "seed")
+    assert code == 0
+    assert json.loads(out) | {"seconds": 0} == {
+        "dry_run": False,
+        "added": 3,
+        "changed": 0,
+        "removed": 0,
+        "written": 3,
+        "transactions": 1,
+        "seconds": 0,
+        "add": sorted(json.loads(manifest_file.read_text())["etcdSeed"]),
+        "change": [],
+        "remove": [],
+    }
+    code, out, _ = run_cli(capsys, "--manifest", str(manifest_file), "--json", *args, "seed")
+    assert json.loads(out)["written"] == 0
+
+
+def test_cli_get_put_del(
+    etcd: Etcd, server: EtcdServer, cluster: ClusterPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = cli_args(server, cluster, tmp_path)
+    assert run_cli(capsys, *args, "put", "/ops/flag", '{"b": 1, "a": [1, 2]}')[0] == 0
+    assert server.etcdctl("get", "--print-value-only", "/ops/flag").strip() == '{"a":[1,2],"b":1}'
+    code, out, _ = run_cli(capsys, *args, "get", "/ops/")
+    assert code == 0 and json.loads(out) == {"/ops/flag": {"a": [1, 2], "b": 1}}
+    assert "  " in out  # pretty-printed
+    code, out, _ = run_cli(capsys, *args, "del", "/ops/flag")
+    assert code == 0 and "deleted 1 key(s)" in out
+    assert everything(server) == {}
+
+
+def test_cli_watch_prints_events(
+    etcd: Etcd, server: EtcdServer, cluster: ClusterPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = cli_args(server, cluster, tmp_path)
+
+    def writer() -> None:
+        time.sleep(1.0)
+        server.etcdctl("put", "/w/a", '{"x":1}')
+        server.etcdctl("del", "/w/a")
+
+    t = threading.Thread(target=writer)
+    t.start()
+    code, out, _ = run_cli(capsys, "--json", *args, "watch", "/w/", "--count", "2")
+    t.join()
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events == [
+        {"type": "put", "key": "/w/a", "value": {"x": 1}},
+        {"type": "delete", "key": "/w/a", "value": ""},
+    ]
+
+
+def test_cli_direct_endpoint_needs_all_tls_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "etcd", "--etcd-endpoint", "https://127.0.0.1:1", "get", "/")
+    assert code == 1 and "--etcd-ca, --etcd-cert, --etcd-key" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "etcd", "--etcd-endpoint", "http://127.0.0.1:1", "--etcd-ca", "x",
+                           "--etcd-cert", "x", "--etcd-key", "x", "get", "/")  # fmt: skip
+    assert code == 1 and "cannot be read" in err or "https://HOST:PORT" in err
+
+
+def test_cli_unreachable_etcd(cluster: ClusterPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ca, cert, key = cluster.write_files("admin", tmp_path / "admin")
+    url = f"https://127.0.0.1:{free_port()}"
+    code, _, err = run_cli(
+        capsys, "etcd", "--etcd-endpoint", url, "--etcd-ca", str(ca), "--etcd-cert", str(cert), "--etcd-key",
+        str(key), "get", "/",
+    )  # fmt: skip
+    assert code == 1 and f"etcd at {url}" in err and "Traceback" not in err

@@ -1,0 +1,173 @@
+"""The node-side registration script (modules/scripts/register-instance.sh) against a real TLS etcd.
+
+It runs as a node would run it: etcdctl with the node's own client certificate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, example_manifest_data
+from .etcd_server import ClusterPki, EtcdServer, make_cluster_pki
+
+SCRIPT = REPO / "modules" / "scripts" / "register-instance.sh"
+KEY = "/cluster/backends/api/instances/worker001"
+TTL = 3
+INTERVAL = 1
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> ClusterPki:
+    return make_cluster_pki(tmp_path_factory.mktemp("repo"), example_manifest_data())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, cluster: ClusterPki) -> Iterator[EtcdServer]:
+    s = EtcdServer(tmp_path_factory.mktemp("etcd"), cluster, "ctrl001").start()
+    yield s
+    s.stop()
+
+
+class Registration:
+    def __init__(self, server: EtcdServer, workdir: Path) -> None:
+        self.server = server
+        self.health = workdir / "healthy"
+        self.log = workdir / "register.log"
+        self.env = server.etcdctl_env("nodes/worker001/client")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [
+            str(SCRIPT),
+            "--app", "api", "--group", "backends", "--node", "worker001", "--address", "10.10.64.1",
+            "--port", "8080", "--ttl", str(TTL), "--interval", str(INTERVAL),
+            "--health-cmd", f"test -f {self.health}",
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def value(self) -> str | None:
+        out = self.server.etcdctl("get", "--print-value-only", KEY).strip()
+        return out or None
+
+    def leases(self) -> list[str]:
+        return self.server.etcdctl("lease", "list").split()[3:]  # "found N leases" then the IDs
+
+    def wait_for(self, present: bool, timeout: float) -> float:
+        """Seconds until the key is (or is no longer) there; fails the test after `timeout`."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if (self.value() is not None) == present:
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise AssertionError(f"key {'never appeared' if present else 'still there'}; log:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def registration(server: EtcdServer, tmp_path: Path) -> Iterator[Registration]:
+    server.etcdctl("del", "--prefix", "/")
+    r = Registration(server, tmp_path)
+    for lease in r.leases():  # left by an earlier test's killed script
+        server.etcdctl("lease", "revoke", lease)
+    yield r
+    r.stop()
+
+
+def within(limit: float, measure: Callable[[], float]) -> float:
+    took = measure()
+    assert took <= limit, f"took {took:.2f} s, limit {limit} s"
+    return took
+
+
+def test_registers_only_once_healthy_and_keeps_the_lease_alive(registration: Registration) -> None:
+    registration.start()
+    time.sleep(2 * INTERVAL)
+    assert registration.value() is None  # not healthy yet
+    registration.health.touch()
+    within(INTERVAL + 1.5, lambda: registration.wait_for(True, 10))
+    assert json.loads(registration.value() or "") == {"ipv4": "10.10.64.1", "node": "worker001", "port": 8080}
+    time.sleep(TTL + 1)  # beyond one TTL: the lease is being renewed
+    assert registration.value() is not None
+    assert len(registration.leases()) == 1
+
+
+def test_sigkill_lets_the_key_vanish_within_the_ttl(registration: Registration) -> None:
+    registration.health.touch()
+    registration.start()
+    registration.wait_for(True, 10)
+    assert registration.proc is not None
+    registration.proc.send_signal(signal.SIGKILL)
+    registration.proc.wait()
+    within(TTL + 1, lambda: registration.wait_for(False, TTL + 5))
+
+
+def test_failing_health_removes_the_key_within_one_interval_and_recovery_registers_again(
+    registration: Registration,
+) -> None:
+    registration.health.touch()
+    registration.start()
+    registration.wait_for(True, 10)
+    registration.health.unlink()
+    within(INTERVAL + 1.0, lambda: registration.wait_for(False, 10))
+    assert registration.leases() == []  # revoked, not left to expire
+    registration.health.touch()
+    within(INTERVAL + 1.5, lambda: registration.wait_for(True, 10))
+
+
+def test_sigterm_deregisters_at_once(registration: Registration) -> None:
+    registration.health.touch()
+    registration.start()
+    registration.wait_for(True, 10)
+    assert registration.proc is not None
+    registration.proc.terminate()
+    assert registration.proc.wait(5) == 0
+    assert registration.value() is None
+    assert registration.leases() == []
+
+
+def test_a_lost_lease_is_granted_again(registration: Registration, server: EtcdServer) -> None:
+    """etcd lost the lease (e.g. it was revoked by an operator): the script registers again."""
+    registration.health.touch()
+    registration.start()
+    registration.wait_for(True, 10)
+    (lease,) = registration.leases()
+    server.etcdctl("lease", "revoke", lease)
+    assert registration.value() is None
+    within(INTERVAL + 1.5, lambda: registration.wait_for(True, 10))
+    assert registration.leases() != [lease]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--group", "middle"], "--group: 'middle' is not allowed; expected frontends, backends or services"),
+        (["--port", "70000"], "--port: '70000' is not a port"),
+        (["--interval", "5"], "--interval: '5' must be whole seconds, at least 1 and below --ttl (3)"),
+        (["--address", "10.1"], "--address: '10.1' is not an IPv4 address"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_the_flag(args: list[str], message: str) -> None:
+    base = {
+        "--app": "api", "--group": "backends", "--node": "worker001", "--address": "10.10.64.1", "--port": "8080",
+        "--ttl": "3", "--interval": "1", "--health-cmd": "true",
+    }  # fmt: skip
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    argv = [str(SCRIPT), *[x for kv in base.items() for x in kv]]
+    proc = subprocess.run(
+        argv, env={**os.environ, "ETCDCTL_ENDPOINTS": "https://127.0.0.1:1"}, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
