@@ -25,3 +25,16 @@ def test_eval_scaling_benchmark() -> None:
     # Wall-clock at ~0.1 s is noisy (timer, GC) on a shared 2-core box: the goal is 2.3,
     # the test only guards against a real regression.
     assert summary["ratio_800_400"] <= 3.0
+
+
+def test_etcd_seed_benchmark() -> None:
+    """bench/etcd-seed against a real TLS etcd: its goals, and exact write counts."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "etcd-seed")], capture_output=True, text=True, check=True
+    )
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["first_writes"] == 5000
+    assert summary["reseed_writes"] == 0
+    assert summary["onepct_writes"] == 50
+    assert summary["first_s"] <= 2.0
+    assert summary["reseed_s"] <= 0.5

@@ -25,6 +25,7 @@ from nix_infra.deploy import (
     summary_rows,
 )
 from nix_infra.errors import NixInfraError
+from nix_infra.manifest import Manifest
 from nix_infra.operate import desired_systems, node_status, run_everywhere
 from nix_infra.options import Options
 from nix_infra.ssh import ssh_argv
@@ -359,6 +360,13 @@ def _event_printer(opts: Options, console: Console) -> Callable[[dict[str, Any]]
                 console.print(f"{node:>14}  [red]{event.get('result', kind)}[/red]")
                 for line in str(event.get("log") or event.get("reason") or "").splitlines()[-15:]:
                     console.print(f"{node:>14}  | {line}", markup=False)
+            elif kind == "seeded":
+                console.print(
+                    f"{node:>14}  etcd seeded: {event['added']} added, {event['changed']} changed, "
+                    f"{event['removed']} removed"
+                )
+            elif kind == "issued":
+                console.print(f"{node:>14}  issued certificate {event['certificate']} ({event['reason']})")
             elif kind == "retry":
                 console.print(f"{node:>14}  [yellow]retrying {event['phase']}[/yellow]")
 
@@ -415,6 +423,9 @@ def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console) -> No
     help="Seconds a switch may take before the node counts as failed.",
 )
 @click.option("--no-provision", is_flag=True, help="Skip the cloud step; deploy to the servers that exist.")
+@click.option(
+    "--no-seed", is_flag=True, help="Skip issuing certificates and seeding etcd (e.g. before the cluster has a PKI)."
+)
 @click.pass_obj
 def deploy_cmd(
     opts: Options,
@@ -425,14 +436,17 @@ def deploy_cmd(
     substitute_on_destination: bool,
     activation_timeout: int,
     no_provision: bool,
+    no_seed: bool,
 ) -> None:
     """Provision, then build every system here, copy it, and activate it in waves.
 
     Each ctrl node is activated alone (etcd keeps its quorum), the others in
     health-gated batches. Every activation runs detached on the node and rolls
     back by itself unless this command confirms over a fresh SSH connection
-    within --confirm-timeout. A failed batch stops the rollout. Exit status is
-    0 only when every target runs its new system and is healthy.
+    within --confirm-timeout. A failed batch stops the rollout. Certificates
+    missing from pki/ are issued first; once the ctrl nodes are done, etcd gets
+    the manifest's static mesh keys (as `etcd seed`). Exit status is 0 only when
+    every target runs its new system and is healthy, and etcd is seeded.
 
     \b
     Examples:
@@ -466,6 +480,8 @@ def deploy_cmd(
         _deploy_options(opts, parallel, batch_size, confirm_timeout, substitute_on_destination, activation_timeout),
         _event_printer(opts, console),
     )
+    if not no_seed:
+        deployer.seeder = _prepare_seeding(opts, manifest, deployer)
     outcomes = deployer.run(nodes)
     _summary(opts, outcomes, console)
     failed = [o for o in outcomes if not o.ok]
@@ -473,7 +489,46 @@ def deploy_cmd(
         raise NixInfraError(
             f"deploy failed on {', '.join(o.node for o in failed if o.result != 'not-started')}; "
             f"{sum(o.result == 'not-started' for o in failed)} node(s) not started"
+            + (f"\n{deployer.seed_error}" if deployer.seed_error else "")
         )
+    if deployer.seed_error:
+        raise NixInfraError(f"seeding etcd failed: {deployer.seed_error}")
+
+
+def _prepare_seeding(opts: Options, manifest: Manifest, deployer: Deployer) -> Callable[[], None] | None:
+    """Issue missing certificates now; return the step that seeds etcd after the ctrl nodes."""
+    from nix_infra.controlplane import connect, issue_certificates
+    from nix_infra.etcd import seed
+    from nix_infra.pki import Pki
+
+    repo = opts.repo_dir()
+    if not Pki(repo).ca_path.exists():
+        if not manifest.etcd.members:
+            return None
+        raise NixInfraError(
+            f"{Pki(repo).ca_path} does not exist: run `nix-infra init` to create the cluster PKI "
+            "(or deploy --no-seed to skip certificates and etcd)"
+        )
+    for name, reason in issue_certificates(repo, manifest, opts.identity):
+        deployer.emit("issued", certificate=name, reason=reason)
+    if not manifest.etcd.members:
+        return None
+    facts, settings = deployer.facts, deployer.ssh
+
+    def seeder() -> None:
+        target = lambda node: ssh_target(manifest.nodes[node], facts, settings)  # noqa: E731
+        with connect(repo, manifest, target, opts.identity) as etcd:
+            result = seed(etcd, manifest.etcd_seed)
+        counts = result.diff.counts()
+        deployer.emit(
+            "seeded",
+            added=counts["added"],
+            changed=counts["changed"],
+            removed=counts["removed"],
+            transactions=result.transactions,
+        )
+
+    return seeder
 
 
 @cli.command("status")

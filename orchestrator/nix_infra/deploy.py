@@ -137,6 +137,10 @@ class Deployer:
     ssh: SshSettings
     options: DeployOptions
     events: Events = field(default=lambda e: None)
+    # Runs once the ctrl nodes are done (before the first batch of other nodes, or at
+    # the end): seeds etcd's static mesh keys. Raises NixInfraError on failure.
+    seeder: Callable[[], None] | None = None
+    seed_error: str | None = None
 
     def emit(self, event: str, node: str | None = None, **data: Any) -> None:
         self.events({"event": event, "node": node, "time": round(time.time(), 3), **data})
@@ -320,7 +324,11 @@ class Deployer:
             self.manifest, [n for n in nodes if n.name in changed], self.options.batch_size or self.options.parallel
         )
         stopped = False
+        seeded = self.seeder is None
         for batch in plan:
+            if not stopped and not seeded and not all(self.manifest.nodes[n].type == "ctrl" for n in batch):
+                stopped = not self._seed()
+                seeded = True
             if stopped:
                 for name in batch:
                     outcomes[name] = NodeOutcome(
@@ -353,7 +361,21 @@ class Deployer:
                         self.emit("unhealthy", name, reason=why)
             if not all(outcomes[n].ok for n in batch):
                 stopped = True
+        if not stopped and not seeded:
+            self._seed()
         return [outcomes[n.name] for n in nodes]
+
+    def _seed(self) -> bool:
+        """Seed etcd; False (and an event) when it failed, which stops the rollout."""
+        assert self.seeder is not None
+        self.emit("phase", phase="seed")
+        try:
+            self.seeder()
+        except NixInfraError as exc:
+            self.emit("failed", result="seed-failed", log=exc.message)
+            self.seed_error = exc.message
+            return False
+        return True
 
     def rollback(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
         """Activate each node's previous generation, with the same magic rollback."""

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from nix_infra.agestore import load_identity
 from nix_infra.fake_hcloud import FakeHcloud
+from nix_infra.manifest import parse_manifest
 
 from .conftest import REPO, run_cli
+from .etcd_server import ClusterPki, EtcdServer, free_port
 from .fleet import FakeFleet, FakeServer, install_stand_ins, set_generation, write_cluster_flake
 
 pytestmark = pytest.mark.skipif(
@@ -42,10 +45,34 @@ class Cluster:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
         public = (root / "operator.pub").read_text().strip()
         self.flake = write_cluster_flake(root / "repo", REPO, SPEC % {"key": public})
+        self.etcd: EtcdServer | None = None
 
     def cli(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
         common = ["--flake", str(self.flake), "--ssh-key", str(self.key), "--ssh-port", "2222", "--yes"]
+        if self.etcd is None and "deploy" in args:  # no control plane in this test: nothing to seed
+            i = args.index("deploy") + 1
+            args = (*args[:i], "--no-seed", *args[i:])
         return run_cli(capsys, *common, *args)
+
+    def with_control_plane(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> EtcdServer:
+        """`nix-infra init` with the operator's SSH key as identity, and a real TLS etcd for ctrl001.
+
+        The nodes' sshd share this machine's network, so etcd on 127.0.0.1:<port> is what an
+        SSH tunnel through ctrl001 reaches; the manifest is pointed at that port.
+        """
+        monkeypatch.setenv("NIX_INFRA_IDENTITY", str(self.key))
+        port = free_port()
+        (self.flake / "manifest-override.nix").write_text(
+            f"m: m // {{ etcd = m.etcd // {{ clientPort = {port}; }}; }}\n"
+        )
+        code, _, err = self.cli(capsys, "init", str(self.flake))
+        assert code == 0, err
+        code, _, err = self.cli(capsys, "pki", "issue")
+        assert code == 0, err
+        data = json.loads(self.cli(capsys, "--json", "manifest")[1])
+        cluster = ClusterPki(self.flake, load_identity(self.key), parse_manifest(data))
+        self.etcd = EtcdServer(self.root / "etcd", cluster, "ctrl001", client_port=port).start()
+        return self.etcd
 
     def server(self, node: str) -> FakeServer:
         return self.fleet.servers[f"e2e-{node}"]
@@ -97,14 +124,25 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
     monkeypatch.setenv("FAKE_FLEET_ROOT", str(tmp_path / "fleet"))
     monkeypatch.setenv("PATH", f"{install_stand_ins(tmp_path / 'bin')}:{os.environ['PATH']}")
     monkeypatch.chdir(tmp_path)
-    yield Cluster(tmp_path, fleet, fake)
+    c = Cluster(tmp_path, fleet, fake)
+    yield c
+    if c.etcd is not None:
+        c.etcd.stop()
     fleet.stop_all()
     fake.stop()
 
 
-def test_deploy_from_nothing(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+def test_deploy_from_nothing(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etcd = cluster.with_control_plane(capsys, monkeypatch)
     code, out, err = cluster.cli(capsys, "deploy")
     assert code == 0, err
+    # etcd was seeded through the SSH tunnel to ctrl001, after ctrl001 and before the others
+    seeded = etcd.etcdctl("get", "--prefix", "/cluster/nodes/", "--keys-only").split()
+    assert seeded == [f"/cluster/nodes/{n}" for n in ("ctrl001", "svc001", "worker001", "worker002")]
+    assert "etcd seeded: 4 added, 0 changed, 0 removed" in err
+    assert err.index("etcd seeded") < err.index("batch: svc001")
     facts = cluster.flake / "facts"
     assert sorted(p.name for p in facts.iterdir() if not p.name.startswith(".")) == [
         "ctrl001.json",
@@ -334,3 +372,21 @@ def test_ssh_runs_a_command_with_the_pinned_key(cluster: Cluster, capsys: pytest
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == systems["worker002"]
+
+
+def test_a_failed_seed_stops_the_rollout_after_the_ctrl_nodes(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etcd = cluster.with_control_plane(capsys, monkeypatch)
+    etcd.stop()
+    code, out, err = cluster.cli(capsys, "--json", "deploy")
+    assert code == 1
+    summary = next(json.loads(line) for line in out.splitlines() if '"summary"' in line)
+    results = {n["node"]: n["result"] for n in summary["nodes"]}
+    assert results == {"ctrl001": "switched", "svc001": "not-started", "worker001": "not-started",
+                       "worker002": "not-started"}  # fmt: skip
+    assert "etcd at https://127.0.0.1:" in err and f"SSH tunnel to ctrl001:127.0.0.1:{etcd.client_port}" in err
+    etcd.start()
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+    assert code == 0, err
+    assert "etcd seeded: 4 added" in err

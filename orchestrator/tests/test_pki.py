@@ -102,7 +102,7 @@ def test_passphrase_protected_ssh_identity_is_asked_once(tmp_path: Path) -> None
 def test_a_wrong_identity_is_a_clear_error(tmp_path: Path) -> None:
     _, identity = age_identity(tmp_path)
     ciphertext = encrypt(b"x", [parse_recipient(str(x25519.Identity.generate().to_public()), "t")])
-    with pytest.raises(NixInfraError, match="cannot decrypt with identity .*key.txt"):
+    with pytest.raises(NixInfraError, match=r"cannot decrypt with identity .*key\.txt"):
         identity.decrypt(ciphertext, "secrets/x.age")
     with pytest.raises(NixInfraError, match="neither an age identity"):
         load_identity(Path(__file__))
@@ -199,7 +199,10 @@ def test_expiring_or_changed_certificates_are_issued_again(
 
 
 def test_cli_init_and_pki(
-    tmp_path: Path, example_manifest: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    example_manifest: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     key, _ = age_identity(tmp_path)
     monkeypatch.setenv("NIX_INFRA_IDENTITY", str(key))
