@@ -77,6 +77,7 @@ in
           privateIp = ipOf.${name};
           consumerEnv = mesh.consumerEnv consumedApps;
           credentials = placement.credentials hostedApps;
+          credentialUnits = placement.credentialUnits hostedApps;
           firewall = placement.firewall n.type hostedApps;
           wave = waveOf.${name};
           etcd = etcd // { member = n.type == "ctrl"; };

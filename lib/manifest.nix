@@ -60,7 +60,7 @@ in
           privateIp = d.privateIp;
           labels = nodeLabels s.name n;
           system = "nixosConfigurations.${name}";
-          inherit (d) credentials wave firewall;
+          inherit (d) credentials credentialUnits wave firewall;
           apps = map (a: a.name) d.hostedApps;
         }
       ) nodeData;

@@ -27,6 +27,28 @@ rec {
   credentials = hosted: check.uniqueSorted (builtins.concatMap (a: a.secrets) hosted);
 
   /**
+    The systemd unit of an app: the one that loads its credentials
+    (LoadCredentialEncrypted=) and is restarted when one changes.
+    virtualisation.oci-containers names it <backend>-<name>.service.
+
+    Example: appUnit { name = "api"; } => "podman-api.service"
+  */
+  appUnit = a: "podman-${a.name}.service";
+
+  /**
+    Per credential of a node, the units that load it (sorted): what a
+    rotation restarts.
+
+    Example: credentialUnits [ { name = "api"; secrets = [ "t" ]; } { name = "web"; secrets = [ "t" ]; } ]
+      => { t = [ "podman-api.service" "podman-web.service" ]; }
+  */
+  credentialUnits =
+    hosted:
+    builtins.mapAttrs (_: check.uniqueSorted) (
+      builtins.zipAttrsWith (_: vs: vs) (builtins.concatMap (a: map (s: { ${s} = appUnit a; }) a.secrets) hosted)
+    );
+
+  /**
     Firewall ports of a node.
 
     Takes the node type and the apps it hosts; returns

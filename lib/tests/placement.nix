@@ -9,6 +9,14 @@ in
 {
   testAppsByNode = { expr = builtins.mapAttrs (_: map (a: a.name)) byNode; expected = { w1 = [ "api" "web" ]; w2 = [ "api" ]; }; };
   testCredentials = { expr = pl.credentials byNode.w1; expected = [ "api-token" "db-pass" ]; };
+  testCredentialUnits = {
+    expr = pl.credentialUnits byNode.w1;
+    expected = { api-token = [ "podman-api.service" ]; db-pass = builtins.sort builtins.lessThan (map pl.appUnit (builtins.filter (a: builtins.elem "db-pass" a.secrets) byNode.w1)); };
+  };
+  testCredentialUnitsShared = {
+    expr = pl.credentialUnits [ { name = "web"; secrets = [ "t" ]; } { name = "api"; secrets = [ "t" "u" ]; } ];
+    expected = { t = [ "podman-api.service" "podman-web.service" ]; u = [ "podman-api.service" ]; };
+  };
   testCredentialsNone = { expr = pl.credentials [ ]; expected = [ ]; };
   testFirewallWorker = { expr = pl.firewall "worker" byNode.w1; expected = { public = { tcp = [ 22 ]; udp = [ ]; }; private = { tcp = [ 3000 8080 ]; udp = [ 51820 ]; }; }; };
   testFirewallIngress = { expr = pl.firewall "ingress" [ ]; expected = { public = { tcp = [ 22 80 443 ]; udp = [ ]; }; private = { tcp = [ ]; udp = [ 51820 ]; }; }; };

@@ -365,6 +365,8 @@ def _event_printer(opts: Options, console: Console) -> Callable[[dict[str, Any]]
                     f"{node:>14}  etcd seeded: {event['added']} added, {event['changed']} changed, "
                     f"{event['removed']} removed"
                 )
+            elif kind == "credentials":
+                console.print(f"{node:>14}  {event['summary']}")
             elif kind == "issued":
                 console.print(f"{node:>14}  issued certificate {event['certificate']} ({event['reason']})")
             elif kind == "retry":
@@ -459,6 +461,13 @@ def deploy_cmd(
     from nix_infra.hetzner.render import render_plan
 
     console = progress_printer()
+    from nix_infra.cli_secrets import missing_message
+    from nix_infra.secrets import SecretStore, missing_secrets
+
+    planned = opts.load_manifest()
+    missing = missing_secrets(SecretStore(opts.repo_dir()), planned, [n.name for n in select(planned, on)])
+    if missing:  # before anything in the cloud or on a node is touched
+        raise NixInfraError(missing_message(missing))
     if not no_provision:
         client, desired = opts.hetzner()
         actual, p = current_plan(client, desired)
@@ -482,6 +491,7 @@ def deploy_cmd(
     )
     if not no_seed:
         deployer.seeder = _prepare_seeding(opts, manifest, deployer)
+    deployer.deliverer = _prepare_delivery(opts, manifest, [n.name for n in nodes], with_pki=not no_seed)
     outcomes = deployer.run(nodes)
     _summary(opts, outcomes, console)
     failed = [o for o in outcomes if not o.ok]
@@ -493,6 +503,33 @@ def deploy_cmd(
         )
     if deployer.seed_error:
         raise NixInfraError(f"seeding etcd failed: {deployer.seed_error}")
+
+
+def _prepare_delivery(opts: Options, manifest: Manifest, nodes: list[str], with_pki: bool) -> Callable[[str], str]:
+    """Check now that every needed secret exists; return the per-node delivery step."""
+    from nix_infra.cli_secrets import missing_message
+    from nix_infra.controlplane import node_pki_credentials
+    from nix_infra.delivery import deliver, node_values
+    from nix_infra.secrets import SecretStore, missing_secrets
+
+    store = SecretStore(opts.repo_dir())
+    missing = missing_secrets(store, manifest, nodes)
+    if missing:
+        raise NixInfraError(missing_message(missing))
+    if any(manifest.nodes[n].credentials for n in nodes):
+        opts.identity()  # a wrong or missing identity fails here, before any node is touched
+    facts, settings = opts.facts(), opts.ssh_settings()
+
+    def one(name: str) -> str:
+        node = manifest.nodes[name]
+        extra = node_pki_credentials(opts.repo_dir(), node, opts.identity) if with_pki else {}
+        values = node_values(node, lambda s: store.get(s, opts.identity()), extra)
+        r = deliver(ssh_target(node, facts, settings), node, values)
+        return f"credentials: {len(r.changed)} changed, {len(r.unchanged)} unchanged, {len(r.removed)} removed" + (
+            f"; restarted {', '.join(r.restarted)}" if r.restarted else ""
+        )
+
+    return one
 
 
 def _prepare_seeding(opts: Options, manifest: Manifest, deployer: Deployer) -> Callable[[], None] | None:
@@ -680,9 +717,12 @@ def _result(opts: Options, status: str, p: Plan) -> None:
         click.echo(status)
 
 
-from nix_infra.cli_state import etcd_group, init_cmd, pki_group  # noqa: E402  (commands register on `cli`)
+from nix_infra.cli_secrets import action_cmd, secret_group  # noqa: E402  (commands register on `cli`)
+from nix_infra.cli_state import etcd_group, init_cmd, pki_group  # noqa: E402
 
 cli.add_command(init_cmd)
+cli.add_command(secret_group)
+cli.add_command(action_cmd)
 cli.add_command(pki_group)
 cli.add_command(etcd_group)
 

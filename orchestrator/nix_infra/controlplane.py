@@ -21,7 +21,7 @@ from nix_infra.agestore import (
 )
 from nix_infra.errors import NixInfraError
 from nix_infra.etcd import Etcd, TlsMaterial
-from nix_infra.manifest import Manifest
+from nix_infra.manifest import Manifest, Node
 from nix_infra.pki import Pki, wanted_certificates
 from nix_infra.ssh import SshTarget
 from nix_infra.tunnel import forward
@@ -145,3 +145,21 @@ def connect(
             yield etcd
             return
     raise NixInfraError("no ctrl node could be reached for etcd:\n" + "\n".join(errors))
+
+
+def node_pki_credentials(repo: Path, node: Node, identity: Callable[[], Identity]) -> dict[str, bytes]:
+    """The etcd TLS material a node gets as credentials (none when the repo has no PKI yet).
+
+    Every node: the CA, its client certificate and key (confd, flannel, registration);
+    ctrl nodes also etcd's server and peer certificates and keys.
+    """
+    pki = Pki(repo)
+    if not pki.ca_path.exists():
+        return {}
+    kinds = ["client", "server", "peer"] if node.type == "ctrl" else ["client"]
+    values = {"nix-infra-etcd-ca": pki.ca_pem()}
+    for kind in kinds:
+        name = f"nodes/{node.name}/{kind}"
+        values[f"nix-infra-etcd-{kind}-cert"] = pki.certificate_pem(name)
+        values[f"nix-infra-etcd-{kind}-key"] = pki.private_key_pem(name, identity())
+    return values

@@ -141,6 +141,8 @@ class Deployer:
     # the end): seeds etcd's static mesh keys. Raises NixInfraError on failure.
     seeder: Callable[[], None] | None = None
     seed_error: str | None = None
+    # Delivers a node's credentials (before anything is activated); returns a summary line.
+    deliverer: Callable[[str], str] | None = None
 
     def emit(self, event: str, node: str | None = None, **data: Any) -> None:
         self.events({"event": event, "node": node, "time": round(time.time(), 3), **data})
@@ -302,6 +304,8 @@ class Deployer:
         self.bootstrap([n for n in nodes if not self._installed(n)], targets)
         systems = self.build(nodes)
         current = self.probe(targets)
+        if self.deliverer is not None:
+            self.deliver([n.name for n in nodes])
         changed = [n.name for n in nodes if current[n.name] != systems[n.name]]
         copied: dict[str, tuple[int, int]] = dict.fromkeys(targets, (0, 0))
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
@@ -364,6 +368,24 @@ class Deployer:
         if not stopped and not seeded:
             self._seed()
         return [outcomes[n.name] for n in nodes]
+
+    def deliver(self, names: Sequence[str]) -> None:
+        """Credentials to every target, in parallel; any failure stops the deploy before activation."""
+        assert self.deliverer is not None
+        deliverer = self.deliverer
+
+        def one(name: str) -> str | None:
+            self.emit("phase", name, phase="credentials")
+            try:
+                self.emit("credentials", name, summary=deliverer(name))
+            except NixInfraError as exc:
+                return exc.message
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
+            errors = [e for e in pool.map(one, names) if e]
+        if errors:
+            raise NixInfraError("\n".join(errors) + "\nnothing was activated")
 
     def _seed(self) -> bool:
         """Seed etcd; False (and an event) when it failed, which stops the rollout."""

@@ -36,6 +36,7 @@ class Node:
     labels: Mapping[str, str]
     system: str
     credentials: tuple[str, ...]
+    credential_units: Mapping[str, tuple[str, ...]]
     wave: int
     consumes: tuple[str, ...]
     apps: tuple[str, ...]
@@ -134,6 +135,7 @@ def parse_manifest(data: Any) -> Manifest:
             labels=dict(n.get("labels", dict)),
             system=n.get("system", str),
             credentials=tuple(n.get("credentials", list)),
+            credential_units={k: tuple(v) for k, v in n.get("credentialUnits", dict).items()},
             wave=n.get("wave", int),
             consumes=tuple(n.get("consumes", list)),
             apps=tuple(n.get("apps", list)),

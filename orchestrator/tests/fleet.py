@@ -59,6 +59,8 @@ case "$1" in
       if grep -qx "$u" /run/fake/failed-units 2>/dev/null; then echo failed; rc=3; else echo active; fi
     done
     exit $rc ;;
+  try-restart)
+    shift; echo "$*" >> /run/fake/restarted ;;
   --failed|list-units)
     cat /run/fake/failed-units 2>/dev/null | sed 's/$/ loaded failed failed/' ;;
   *) echo "fake systemctl: $*" >&2; exit 1 ;;
@@ -223,8 +225,12 @@ class FakeFleet:
         name, ip = server["name"], server["public_net"]["ipv4"]["ip"]
         root = self.root / name
         shutil.rmtree(root, ignore_errors=True)
-        for d in ("nix/store", "nix/var", "run/sshd", "run/fake", "bin", "etc"):
+        for d in ("nix/store", "nix/var", "run/sshd", "run/fake", "bin", "etc", "var-lib-nix-infra", "etc-nix-infra"):
             (root / d).mkdir(parents=True)
+        # the mount point of each node's own /var/lib/nix-infra (credentials); empty on the host
+        # and of its /etc/nix-infra (app action scripts)
+        Path("/var/lib/nix-infra").mkdir(parents=True, exist_ok=True)
+        Path("/etc/nix-infra").mkdir(parents=True, exist_ok=True)
         (root / "etc" / "host_key").write_text(private)
         (root / "etc" / "host_key").chmod(0o600)
         (root / "etc" / "host_key.pub").write_text(public + "\n")
@@ -255,7 +261,9 @@ class FakeFleet:
         (root / "etc" / "passwd").write_text(passwd)
         script = (
             f"mount --bind {root}/nix /nix && mount --bind {root}/run /run && "
-            f"mount --bind {root}/etc/passwd /etc/passwd && exec /usr/sbin/sshd -D -e -f {config}"
+            f"mount --bind {root}/etc/passwd /etc/passwd && "
+            f"mount --bind {root}/var-lib-nix-infra /var/lib/nix-infra && "
+            f"mount --bind {root}/etc-nix-infra /etc/nix-infra && exec /usr/sbin/sshd -D -e -f {config}"
         )
         fake = FakeServer(
             name=name,

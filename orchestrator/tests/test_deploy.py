@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,14 +38,14 @@ SPEC = """{
 
 
 class Cluster:
-    def __init__(self, root: Path, fleet: FakeFleet, fake: FakeHcloud) -> None:
+    def __init__(self, root: Path, fleet: FakeFleet, fake: FakeHcloud, spec: str = SPEC) -> None:
         self.root = root
         self.fleet = fleet
         self.fake = fake
         self.key = root / "operator"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
         public = (root / "operator.pub").read_text().strip()
-        self.flake = write_cluster_flake(root / "repo", REPO, SPEC % {"key": public})
+        self.flake = write_cluster_flake(root / "repo", REPO, spec % {"key": public})
         self.etcd: EtcdServer | None = None
 
     def cli(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -107,8 +108,9 @@ class Cluster:
         return systems
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+@contextmanager
+def fleet_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str = SPEC) -> Iterator[Cluster]:
+    """A cluster flake, the fake API and the fleet behind it, the environment pointed at them."""
     fleet = FakeFleet(tmp_path / "fleet")
     fake = FakeHcloud(token="t", hooks=fleet).start()
     for k, v in {
@@ -124,12 +126,20 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
     monkeypatch.setenv("FAKE_FLEET_ROOT", str(tmp_path / "fleet"))
     monkeypatch.setenv("PATH", f"{install_stand_ins(tmp_path / 'bin')}:{os.environ['PATH']}")
     monkeypatch.chdir(tmp_path)
-    c = Cluster(tmp_path, fleet, fake)
-    yield c
-    if c.etcd is not None:
-        c.etcd.stop()
-    fleet.stop_all()
-    fake.stop()
+    c = Cluster(tmp_path, fleet, fake, spec)
+    try:
+        yield c
+    finally:
+        if c.etcd is not None:
+            c.etcd.stop()
+        fleet.stop_all()
+        fake.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    with fleet_cluster(tmp_path, monkeypatch) as c:
+        yield c
 
 
 def test_deploy_from_nothing(
@@ -381,7 +391,7 @@ def test_a_failed_seed_stops_the_rollout_after_the_ctrl_nodes(
     etcd.stop()
     code, out, err = cluster.cli(capsys, "--json", "deploy")
     assert code == 1
-    summary = next(json.loads(line) for line in out.splitlines() if '"summary"' in line)
+    summary = next(e for e in map(json.loads, out.splitlines()) if e["event"] == "summary")
     results = {n["node"]: n["result"] for n in summary["nodes"]}
     assert results == {"ctrl001": "switched", "svc001": "not-started", "worker001": "not-started",
                        "worker002": "not-started"}  # fmt: skip

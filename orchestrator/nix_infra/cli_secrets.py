@@ -1,0 +1,270 @@
+"""Commands for secrets: `secret set/list/rm/rotate/rekey` and `action` (click layer only)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from nix_infra.controlplane import node_pki_credentials
+from nix_infra.delivery import DeliveryResult, deliver, node_values
+from nix_infra.deploy import ssh_target
+from nix_infra.errors import NixInfraError
+from nix_infra.manifest import Manifest
+from nix_infra.options import Options
+from nix_infra.secrets import SecretStore, check_name, missing_secrets, secret_users
+from nix_infra.ssh import ssh_argv
+
+
+def read_value(from_file: Path | None, name: str) -> bytes:
+    """The new value: --from-file, else stdin when it is not a terminal, else a hidden prompt (twice)."""
+    if from_file is not None:
+        try:
+            return from_file.read_bytes()
+        except OSError as e:
+            raise NixInfraError(f"--from-file {from_file}: cannot be read ({e.strerror})") from None
+    if not sys.stdin.isatty():
+        return sys.stdin.buffer.read()
+    value: str = click.prompt(f"Value of {name}", hide_input=True, confirmation_prompt=True, err=True)
+    return value.encode()
+
+
+def deliver_to_nodes(opts: Options, manifest: Manifest, nodes: list[str]) -> list[DeliveryResult]:
+    """Deliver every credential the given nodes need (secrets and PKI material)."""
+    store = SecretStore(opts.repo_dir())
+    missing = missing_secrets(store, manifest, nodes)
+    if missing:
+        raise NixInfraError(missing_message(missing))
+    facts, settings = opts.facts(), opts.ssh_settings()
+    results = []
+    for name in nodes:
+        node = manifest.nodes[name]
+        extra = node_pki_credentials(opts.repo_dir(), node, opts.identity)
+        values = node_values(node, lambda s: store.get(s, opts.identity()), extra)
+        results.append(deliver(ssh_target(node, facts, settings), node, values))
+    return results
+
+
+def missing_message(missing: dict[str, list[str]]) -> str:
+    lines = [f"  {secret}: needed by {', '.join(nodes)}" for secret, nodes in sorted(missing.items())]
+    return (
+        "secrets missing from secrets/ (nothing was touched):\n"
+        + "\n".join(lines)
+        + "\nset each with `nix-infra secret set NAME`"
+    )
+
+
+@click.group("secret")
+def secret_group() -> None:
+    """The encrypted secret store: secrets/<name>.age, age-encrypted to secrets/recipients.txt.
+
+    Values never touch the disk in the clear, never appear in argv or logs.
+    deploy delivers each node the secrets of its apps as systemd credentials.
+    Secret names: 1-64 letters, digits, '.', '_', '-', not starting with '.' or '-'.
+    """
+
+
+@secret_group.command("set")
+@click.argument("name")
+@click.option("--from-file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE", help="Read the value.")
+@click.pass_obj
+def secret_set_cmd(opts: Options, name: str, from_file: Path | None) -> None:
+    """Store NAME's value (stdin, --from-file, or a hidden prompt), encrypted to every recipient.
+
+    \b
+    Examples:
+      nix-infra secret set api-token                 # asks, hidden, twice
+      openssl rand -hex 32 | nix-infra secret set db-pass
+      nix-infra secret set tls.key --from-file ./tls.key
+    """
+    check_name(name)
+    SecretStore(opts.repo_dir()).set(name, read_value(from_file, name))
+    click.echo(f"stored secrets/{name}.age")
+
+
+@secret_group.command("list")
+@click.pass_obj
+def secret_list_cmd(opts: Options) -> None:
+    """Every secret: recipients, which node/app uses it (per the manifest), whether it decrypts for you.
+
+    \b
+    Examples:
+      nix-infra secret list
+      nix-infra --json secret list
+    """
+    store = SecretStore(opts.repo_dir())
+    manifest = opts.load_manifest()
+    try:
+        identity = opts.identity()
+    except NixInfraError:
+        identity = None
+    rows = store.info(manifest, identity)
+    if opts.json_output:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "stored": r.recipients > 0,
+                        "recipients": r.recipients,
+                        "decrypts": r.decrypts,
+                        "used_by": list(r.users),
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    for r in rows:
+        state = "MISSING" if r.recipients == 0 else f"{r.recipients} recipient(s)"
+        dec = {True: "decrypts", False: "does NOT decrypt for you", None: "-"}[r.decrypts]
+        click.echo(f"{r.name:<24} {state:<16} {dec:<26} used by: {', '.join(r.users) or 'nothing'}")
+
+
+@secret_group.command("rm")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Remove it even though the manifest still uses it.")
+@click.pass_obj
+def secret_rm_cmd(opts: Options, name: str, force: bool) -> None:
+    """Remove a secret from the store (refused while the manifest still uses it, unless --force).
+
+    \b
+    Examples:
+      nix-infra secret rm old-token
+    """
+    check_name(name)
+    users = secret_users(opts.load_manifest()).get(name, [])
+    if users and not force:
+        raise NixInfraError(f"secret {name} is still used by {', '.join(users)}; remove it from the flake or --force")
+    SecretStore(opts.repo_dir()).remove(name)
+    click.echo(f"removed secrets/{name}.age")
+
+
+@secret_group.command("rotate")
+@click.argument("name")
+@click.option("--from-file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE", help="Read the value.")
+@click.option("--deploy", "deploy_now", is_flag=True, help="Deliver it now and restart the units that load it.")
+@click.pass_obj
+def secret_rotate_cmd(opts: Options, name: str, from_file: Path | None, deploy_now: bool) -> None:
+    """Replace NAME's value; the next deploy delivers it (or now, with --deploy) and restarts its units.
+
+    \b
+    Examples:
+      openssl rand -hex 32 | nix-infra secret rotate db-pass --deploy
+    """
+    check_name(name)
+    store = SecretStore(opts.repo_dir())
+    if not store.exists(name):
+        raise NixInfraError(f"secret {name} does not exist; use `nix-infra secret set {name}`")
+    manifest = opts.load_manifest()
+    store.set(name, read_value(from_file, name))
+    nodes = sorted(n.name for n in manifest.nodes.values() if name in n.credentials)
+    units = sorted({f"{n}: {u}" for n in nodes for u in manifest.nodes[n].credential_units.get(name, ())})
+    if not deploy_now:
+        click.echo(f"stored; the next deploy delivers it to {', '.join(nodes) or 'no node'} and restarts: "
+                   f"{'; '.join(units) or 'nothing'}")  # fmt: skip
+        return
+    results = deliver_to_nodes(opts, manifest, nodes)
+    report(opts, results)
+
+
+def report(opts: Options, results: list[DeliveryResult]) -> None:
+    if opts.json_output:
+        click.echo(json.dumps([r.__dict__ for r in results], indent=2, default=list))
+        return
+    for r in results:
+        click.echo(
+            f"{r.node}: {len(r.changed)} changed, {len(r.unchanged)} unchanged, {len(r.removed)} removed; "
+            f"restarted: {', '.join(r.restarted) or 'nothing'}"
+        )
+
+
+@secret_group.command("rekey")
+@click.pass_obj
+def secret_rekey_cmd(opts: Options) -> None:
+    """Re-encrypt every secret and PKI key to the current secrets/recipients.txt.
+
+    Run it after adding or removing a recipient. Everything is decrypted
+    (in memory) before anything is rewritten.
+
+    \b
+    Examples:
+      echo 'ssh-ed25519 AAAA... alice' >> secrets/recipients.txt && nix-infra secret rekey
+    """
+    files = SecretStore(opts.repo_dir()).rekey(opts.identity())
+    click.echo(f"re-encrypted {len(files)} file(s)")
+
+
+@click.command("action", context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("app")
+@click.argument("action")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--env", "env", multiple=True, metavar="K=V", help="Environment for the action. Repeatable.")
+@click.option(
+    "--store-as-secret",
+    "secret_name",
+    metavar="NAME",
+    help="Put the action's stdout into the secret store as NAME; it is never printed.",
+)
+@click.pass_obj
+def action_cmd(
+    opts: Options,
+    node: str,
+    app: str,
+    action: str,
+    args: tuple[str, ...],
+    env: tuple[str, ...],
+    secret_name: str | None,
+) -> None:
+    """Run an app's action script on a node: /etc/nix-infra/actions/APP/ACTION [ARGS].
+
+    The exit status is checked (and becomes this command's). With
+    --store-as-secret NAME the output goes straight into the encrypted store,
+    never to the terminal.
+
+    \b
+    Examples:
+      nix-infra action worker001 api migrate
+      nix-infra action service001 postgres create-user app --env ROLE=rw --store-as-secret db-pass
+    """
+    manifest = opts.load_manifest()
+    if node not in manifest.nodes:
+        raise NixInfraError(f"node {node!r} is not in the manifest; nodes: {', '.join(manifest.nodes)}")
+    if app not in manifest.nodes[node].apps:
+        hosted = ", ".join(manifest.nodes[node].apps) or "none"
+        raise NixInfraError(f"app {app!r} does not run on {node}; apps there: {hosted}")
+    for name in (app, action):
+        if not name or "/" in name or name.startswith("."):
+            raise NixInfraError(f"{name!r} is not an app or action name")
+    if secret_name is not None:
+        check_name(secret_name)
+        SecretStore(opts.repo_dir()).recipients()  # fail before running anything if they are missing
+    pairs = []
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.replace("_", "a").isalnum():
+            raise NixInfraError(f"--env {item!r}: expected KEY=VALUE with KEY of letters, digits and '_'")
+        pairs.append(f"{key}={value}")
+    command = ["env", *pairs, f"/etc/nix-infra/actions/{app}/{action}", *args]
+    target = ssh_target(manifest.nodes[node], opts.facts(), opts.ssh_settings())
+    argv = ssh_argv(target, command)
+    if secret_name is None:
+        code = subprocess.call(argv)
+        if code != 0:
+            raise NixInfraError(f"{node}: action {app}/{action} failed (exit {code})", exit_code=code)
+        return
+    # stdout is captured as bytes and goes only into the store; stderr passes through
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, check=False)
+    if proc.returncode != 0:
+        raise NixInfraError(
+            f"{node}: action {app}/{action} failed (exit {proc.returncode}); nothing was stored",
+            exit_code=proc.returncode,
+        )
+    SecretStore(opts.repo_dir()).set(secret_name, proc.stdout)
+    click.echo(f"stored the output of {app}/{action} as secrets/{secret_name}.age ({shlex.quote(node)})", err=True)

@@ -1,0 +1,129 @@
+"""Delivering credentials to nodes as systemd credentials, and restarting what loads them.
+
+For each node, the values of its credentials are decrypted here, in memory,
+and streamed over one SSH connection's stdin into a small script on the node
+that runs `systemd-creds encrypt --name=NAME - /var/lib/nix-infra/credentials/NAME.cred`
+for each. No value is ever in argv, in a file in the clear, or in a log. The
+script compares the new credential with the old one by decrypting both into a
+pipe (`cmp`): an unchanged value keeps its old file (and mtime) and restarts
+nothing. Credentials the node no longer needs are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from nix_infra.errors import NixInfraError
+from nix_infra.manifest import Node
+from nix_infra.ssh import SshTarget, ssh_script_argv
+
+log = logging.getLogger(__name__)
+
+CREDENTIALS_DIR = "/var/lib/nix-infra/credentials"
+
+# Reads "put NAME LENGTH\n<LENGTH bytes>" frames, then "keep NAME...\n", from stdin.
+# bash's `read` takes a pipe byte by byte and GNU `head -c N` reads no more than N bytes,
+# so the frames never bleed into each other.
+DELIVER_SCRIPT = r"""
+set -euo pipefail
+umask 077
+dir=%(dir)s
+mkdir -p "$dir"
+chmod 0700 "$dir"
+while read -r op rest; do
+  case "$op" in
+    put)
+      set -- $rest
+      name=$1 len=$2
+      new="$dir/.$name.cred.new"
+      head -c "$len" | systemd-creds encrypt --name="$name" - "$new" 2>/dev/null
+      if [ -f "$dir/$name.cred" ] && cmp -s \
+          <(systemd-creds decrypt --name="$name" "$dir/$name.cred" - 2>/dev/null) \
+          <(systemd-creds decrypt --name="$name" "$new" - 2>/dev/null); then
+        rm -f "$new"
+        echo "unchanged $name"
+      else
+        chmod 0600 "$new"
+        mv -f "$new" "$dir/$name.cred"
+        echo "changed $name"
+      fi ;;
+    keep)
+      for f in "$dir"/*.cred; do
+        [ -e "$f" ] || continue
+        n=${f##*/}; n=${n%%.cred}
+        case " $rest " in *" $n "*) ;; *) rm -f "$f"; echo "removed $n" ;; esac
+      done
+      exit 0 ;;
+    *) echo "unknown frame: $op" >&2; exit 2 ;;
+  esac
+done
+echo "input ended early" >&2
+exit 2
+"""
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    node: str
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    removed: tuple[str, ...]
+    restarted: tuple[str, ...]
+
+
+def deliver_argv(target: SshTarget) -> list[str]:
+    script = DELIVER_SCRIPT % {"dir": shlex.quote(CREDENTIALS_DIR)}
+    return ssh_script_argv(target, shlex.join(["bash", "-c", script]))
+
+
+def frames(values: Mapping[str, bytes]) -> bytes:
+    out = bytearray()
+    for name, value in sorted(values.items()):
+        out += f"put {name} {len(value)}\n".encode() + value
+    out += ("keep " + " ".join(sorted(values)) + "\n").encode()
+    return bytes(out)
+
+
+def units_to_restart(node: Node, changed: Sequence[str]) -> tuple[str, ...]:
+    return tuple(sorted({unit for name in changed for unit in node.credential_units.get(name, ())}))
+
+
+def deliver(target: SshTarget, node: Node, values: Mapping[str, bytes], timeout: float = 120.0) -> DeliveryResult:
+    """Put exactly `values` as the node's credentials; restart the units of those that changed."""
+    argv = deliver_argv(target)
+    log.debug("$ %s  (stdin: %d credential(s), values not shown)", shlex.join(argv), len(values))
+    # bytes on stdin (values may be binary): beside process.run(), which carries text; same checks
+    try:
+        proc = subprocess.run(argv, input=frames(values), capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise NixInfraError(f"{node.name}: delivering credentials timed out after {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise NixInfraError(f"{node.name}: delivering credentials failed (exit {proc.returncode}): {err[-500:]}")
+    status: dict[str, list[str]] = {"changed": [], "unchanged": [], "removed": []}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        kind, _, name = line.partition(" ")
+        if kind in status:
+            status[kind].append(name)
+    restart = units_to_restart(node, status["changed"])
+    if restart:
+        from nix_infra.ssh import run_remote
+
+        run_remote(target, ["systemctl", "try-restart", *restart], timeout=120)
+    return DeliveryResult(
+        node.name, tuple(status["changed"]), tuple(status["unchanged"]), tuple(status["removed"]), restart
+    )
+
+
+ValueSource = Callable[[str], bytes]
+
+
+def node_values(node: Node, secret: ValueSource, extra: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+    """The credential values of one node: its secrets (decrypted now) plus `extra` (e.g. PKI material)."""
+    values = {name: secret(name) for name in node.credentials}
+    values.update(extra or {})
+    return values

@@ -1,0 +1,136 @@
+"""The secret store: `secrets/<name>.age`, each encrypted to every recipient in secrets/recipients.txt.
+
+Values are bytes held in memory only; the files are standard age files.
+docs/secrets.md has the threat model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from nix_infra.agestore import Identity, Recipient, load_recipients, write_encrypted
+from nix_infra.errors import NixInfraError
+from nix_infra.manifest import Manifest
+from nix_infra.pki import PKI_DIR
+
+SECRETS_DIR = Path("secrets")
+NAME_RULE = "1-64 characters: letters, digits, '.', '_', '-', not starting with '.' or '-'"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise NixInfraError(f"secret name {name!r} is not allowed; a name is {NAME_RULE}")
+    return name
+
+
+def recipient_count(ciphertext: bytes) -> int:
+    """How many recipients an age file is encrypted to: its header's X25519 and SSH stanzas
+    (age also adds a random "grease" stanza, which is no recipient)."""
+    header = ciphertext.split(b"\n---", 1)[0]
+    return sum(
+        1 for line in header.splitlines() if line.startswith((b"-> X25519 ", b"-> ssh-ed25519 ", b"-> ssh-rsa "))
+    )
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    name: str
+    recipients: int
+    decrypts: bool | None  # None: not checked
+    users: tuple[str, ...]  # "node/app" using it per the manifest
+
+
+class SecretStore:
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.root = repo / SECRETS_DIR
+
+    def path(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}.age"
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name.removesuffix(".age") for p in self.root.glob("*.age") if _NAME.match(p.stem))
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def recipients(self) -> list[Recipient]:
+        return load_recipients(self.repo)
+
+    def set(self, name: str, value: bytes) -> None:
+        if not value:
+            raise NixInfraError(f"secret {name}: the value is empty")
+        write_encrypted(self.path(name), value, self.recipients())
+
+    def get(self, name: str, identity: Identity) -> bytes:
+        path = self.path(name)
+        if not path.is_file():
+            raise NixInfraError(f"secret {name} does not exist ({path}); set it with `nix-infra secret set {name}`")
+        return identity.decrypt_file(path)
+
+    def remove(self, name: str) -> None:
+        path = self.path(name)
+        if not path.is_file():
+            raise NixInfraError(f"secret {name} does not exist ({path})")
+        path.unlink()
+
+    def encrypted_files(self) -> list[Path]:
+        """Every age file of the repo: the secrets and the PKI's keys."""
+        return sorted(self.root.glob("*.age")) + sorted((self.repo / PKI_DIR).rglob("*.age"))
+
+    def rekey(self, identity: Identity) -> list[Path]:
+        """Re-encrypt every age file to the current recipients. All are decrypted first, so a file
+        the identity cannot open stops it before anything is rewritten."""
+        recipients = self.recipients()
+        files = self.encrypted_files()
+        plain = {path: identity.decrypt_file(path) for path in files}
+        for path, value in plain.items():
+            write_encrypted(path, value, recipients)
+        return files
+
+    def info(self, manifest: Manifest | None, identity: Identity | None) -> list[SecretInfo]:
+        users = secret_users(manifest) if manifest else {}
+        out = []
+        for name in sorted(set(self.names()) | set(users)):
+            path = self.path(name)
+            if not path.is_file():
+                out.append(SecretInfo(name, 0, None, tuple(users.get(name, ()))))
+                continue
+            data = path.read_bytes()
+            decrypts = None
+            if identity is not None:
+                try:
+                    identity.decrypt(data, str(path))
+                    decrypts = True
+                except NixInfraError:
+                    decrypts = False
+            out.append(SecretInfo(name, recipient_count(data), decrypts, tuple(users.get(name, ()))))
+        return out
+
+
+def secret_users(manifest: Manifest) -> dict[str, list[str]]:
+    """Secret name → ["node/app", ...] per the manifest."""
+    apps: Mapping[str, object] = manifest.raw.get("apps", {})
+    users: dict[str, list[str]] = {}
+    for node in manifest.nodes.values():
+        for app in node.apps:
+            spec = apps.get(app)
+            for secret in spec.get("secrets", []) if isinstance(spec, dict) else []:
+                users.setdefault(secret, []).append(f"{node.name}/{app}")
+    return {k: sorted(v) for k, v in users.items()}
+
+
+def missing_secrets(store: SecretStore, manifest: Manifest, nodes: Iterable[str]) -> dict[str, list[str]]:
+    """Secret → the nodes (of `nodes`) that need it, for every needed secret the store lacks."""
+    missing: dict[str, list[str]] = {}
+    for name in nodes:
+        for secret in manifest.nodes[name].credentials:
+            if not store.exists(secret):
+                missing.setdefault(secret, []).append(name)
+    return missing

@@ -1,0 +1,282 @@
+"""The secret store, and delivery as systemd credentials on the local fleet (real systemd-creds)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyrage import x25519
+
+from nix_infra.agestore import load_identity
+from nix_infra.delivery import frames
+from nix_infra.errors import NixInfraError
+from nix_infra.manifest import parse_manifest
+from nix_infra.secrets import SecretStore, check_name, missing_secrets
+
+from .conftest import run_cli
+from .test_deploy import Cluster, fleet_cluster
+
+# -- the store ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A repo whose recipients are an age key and an SSH key; returns (repo, age key file, ssh key file)."""
+    age_key = tmp_path / "age.txt"
+    secret = x25519.Identity.generate()
+    age_key.write_text(f"{secret}\n")
+    ssh_key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_key)], check=True)
+    r = tmp_path / "repo"
+    (r / "secrets").mkdir(parents=True)
+    (r / "secrets/recipients.txt").write_text(
+        f"# ops\n{secret.to_public()}\n{Path(f'{ssh_key}.pub').read_text().strip()} alice@laptop\n"
+    )
+    return r, age_key, ssh_key
+
+
+def test_round_trip_with_age_and_ssh_recipients(repo: tuple[Path, Path, Path]) -> None:
+    r, age_key, ssh_key = repo
+    store = SecretStore(r)
+    value = os.urandom(64) + b"\x00binary\n"
+    store.set("db-pass", value)
+    data = (r / "secrets/db-pass.age").read_bytes()
+    assert data.startswith(b"age-encryption.org/v1\n") and value not in data
+    assert store.get("db-pass", load_identity(age_key)) == value
+    assert store.get("db-pass", load_identity(ssh_key)) == value
+    for key in (age_key, ssh_key):  # standard age files: the age tool opens them too
+        out = subprocess.run(["age", "-d", "-i", str(key)], input=data, capture_output=True, check=True).stdout
+        assert out == value
+    assert [i.recipients for i in store.info(None, None)] == [2]
+
+
+def test_names_are_checked(repo: tuple[Path, Path, Path]) -> None:
+    for bad in ("../x", ".hidden", "-x", "a b", "", "x" * 65, "a/b"):
+        with pytest.raises(NixInfraError, match="is not allowed; a name is 1-64 characters"):
+            check_name(bad)
+    assert check_name("tls.key_2-b") == "tls.key_2-b"
+
+
+def test_rekey_reaches_a_new_recipient_and_a_wrong_identity_is_clear(repo: tuple[Path, Path, Path]) -> None:
+    r, age_key, _ = repo
+    store = SecretStore(r)
+    store.set("a", b"one")
+    store.set("b", b"two")
+    newcomer = x25519.Identity.generate()
+    stranger_file = r.parent / "new.txt"
+    stranger_file.write_text(f"{newcomer}\n")
+    with pytest.raises(NixInfraError, match="cannot decrypt with identity"):
+        store.get("a", load_identity(stranger_file))
+    with (r / "secrets/recipients.txt").open("a") as f:
+        f.write(f"{newcomer.to_public()}\n")
+    assert len(store.rekey(load_identity(age_key))) == 2
+    assert store.get("b", load_identity(stranger_file)) == b"two"
+    assert {i.recipients for i in store.info(None, None)} == {3}
+
+
+def test_frames_are_length_prefixed() -> None:
+    assert frames({"b": b"x\ny", "a": b""}) == b"put a 0\nput b 3\nx\nykeep a b\n"
+
+
+# -- the CLI on the example manifest --------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_repo(repo: tuple[Path, Path, Path], example_manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
+    r, age_key, _ = repo
+    (r / "manifest.json").write_text(json.dumps(example_manifest))
+    monkeypatch.chdir(r)
+    monkeypatch.setenv("NIX_INFRA_IDENTITY", str(age_key))
+    return r
+
+
+def test_secret_list_set_rm(cli_repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    m = ["--manifest", "manifest.json"]
+    code, out, _ = run_cli(capsys, *m, "secret", "list")
+    assert code == 0 and out.split()[:2] == ["api-token", "MISSING"] and "worker001/api" in out
+    value_file = tmp_path / "v"
+    value_file.write_text("tok-123")
+    assert run_cli(capsys, *m, "secret", "set", "api-token", "--from-file", str(value_file))[0] == 0
+    code, out, _ = run_cli(capsys, *m, "--json", "secret", "list")
+    assert json.loads(out) == [
+        {"name": "api-token", "stored": True, "recipients": 2, "decrypts": True, "used_by": ["worker001/api"]}
+    ]
+    code, _, err = run_cli(capsys, *m, "secret", "set", "../etc", "--from-file", str(value_file))
+    assert code == 1 and "is not allowed" in err
+    code, _, err = run_cli(capsys, *m, "secret", "rm", "api-token")
+    assert code == 1 and "still used by worker001/api" in err
+    assert (cli_repo / "secrets/api-token.age").exists()
+    assert run_cli(capsys, *m, "secret", "rm", "api-token", "--force")[0] == 0
+    assert not (cli_repo / "secrets/api-token.age").exists()
+
+
+def test_missing_secrets_name_the_nodes(cli_repo: Path, example_manifest: dict[str, Any]) -> None:
+    assert missing_secrets(SecretStore(cli_repo), parse_manifest(example_manifest), ["ctrl001", "worker001"]) == {
+        "api-token": ["worker001"]
+    }
+
+
+# -- delivery on the fleet ------------------------------------------------------------------------
+
+SPEC = """{
+  name = "e2e";
+  provider = { location = "fsn1"; sshKeys = [ "%(key)s" ]; adminCidrs = [ "0.0.0.0/0" ]; };
+  nodes.ctrl001 = { type = "ctrl"; serverType = "cx22"; };
+  nodes.worker001 = { type = "worker"; serverType = "cx22"; };
+  nodes.worker002 = { type = "worker"; serverType = "cx22"; };
+  apps.api = { group = "backends"; port = 8080; publish = 5001; nodes = [ "worker001" ];
+               image = "ghcr.io/acme/api:1"; secrets = [ %(secrets)s ]; };
+}
+"""
+TOKEN = b"tok-7f3a9c1e-never-in-the-clear"
+DBPASS = b"db-51b2d8e0-never-in-the-clear"
+
+
+@pytest.fixture
+def secure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    spec = SPEC.replace("%(secrets)s", '"api-token" "db-pass"')
+    with fleet_cluster(tmp_path, monkeypatch, spec) as c:
+        monkeypatch.setenv("NIX_INFRA_IDENTITY", str(c.key))
+        (c.flake / "secrets").mkdir()
+        (c.flake / "secrets/recipients.txt").write_text(Path(f"{c.key}.pub").read_text())
+        yield c
+
+
+def creds_dir(c: Cluster, node: str) -> Path:
+    return c.server(node).root / "var-lib-nix-infra" / "credentials"
+
+
+def decrypt(path: Path, name: str) -> bytes:
+    return subprocess.run(
+        ["systemd-creds", "decrypt", f"--name={name}", str(path), "-"], capture_output=True, check=True
+    ).stdout
+
+
+def store(c: Cluster, name: str, value: bytes) -> None:
+    SecretStore(c.flake).set(name, value)
+
+
+def test_a_deploy_with_a_missing_secret_touches_no_node(secure: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    store(secure, "api-token", TOKEN)
+    code, _, err = secure.cli(capsys, "deploy")
+    assert code == 1
+    assert "db-pass: needed by worker001" in err and "nothing was touched" in err
+    assert secure.fake.calls == [] and secure.fleet.servers == {}
+
+
+def test_delivery_rotation_and_removal(secure: Cluster, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def sample_argv() -> None:  # every process's argv, as often as we can, while deploying
+        while not stop.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                with contextlib.suppress(OSError):  # processes come and go
+                    seen.append(cmdline.read_bytes())
+
+    sampler = threading.Thread(target=sample_argv)
+    sampler.start()
+    try:
+        code, _, err = secure.cli(capsys, "--debug", "-vv", "deploy")
+    finally:
+        stop.set()
+        sampler.join()
+    assert code == 0, err
+    assert len(seen) > 100
+    assert not any(TOKEN in a or DBPASS in a for a in seen)
+    assert TOKEN.decode() not in err and DBPASS.decode() not in err  # nor in the --debug log
+    assert any(b"systemd-creds" in a for a in seen)  # the sampler did run during delivery
+
+    d = creds_dir(secure, "worker001")
+    assert sorted(p.name for p in d.iterdir()) == ["api-token.cred", "db-pass.cred"]
+    assert decrypt(d / "api-token.cred", "api-token") == TOKEN
+    assert decrypt(d / "db-pass.cred", "db-pass") == DBPASS
+    assert oct(d.stat().st_mode & 0o777) == "0o700" and oct((d / "db-pass.cred").stat().st_mode & 0o777) == "0o600"
+    assert not creds_dir(secure, "worker002").exists() or list(creds_dir(secure, "worker002").iterdir()) == []
+    for node in ("ctrl001", "worker001", "worker002"):  # nowhere on the nodes' disks or stores
+        for path in secure.server(node).root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                assert TOKEN not in data and DBPASS not in data, path
+
+    restarted = secure.server("worker001").fake_file("restarted")
+    assert restarted.read_text().splitlines() == ["podman-api.service"]  # first delivery (try-restart)
+
+    # rotation: the new value reaches the node at once and restarts exactly the app's unit
+    db_mtime = (d / "db-pass.cred").stat().st_mtime_ns
+    new_token = tmp_path / "new-token"
+    new_token.write_bytes(b"tok-rotated")
+    code, out, err = secure.cli(capsys, "secret", "rotate", "api-token", "--from-file", str(new_token), "--deploy")
+    assert code == 0, err
+    assert "worker001: 1 changed, 1 unchanged, 0 removed; restarted: podman-api.service" in out
+    assert decrypt(d / "api-token.cred", "api-token") == b"tok-rotated"
+    assert (d / "db-pass.cred").stat().st_mtime_ns == db_mtime  # unchanged: not rewritten
+    assert restarted.read_text().splitlines() == ["podman-api.service"] * 2
+
+    # a redeploy with nothing changed rewrites nothing and restarts nothing
+    mtimes = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    code, _, err = secure.cli(capsys, "deploy", "--no-provision")
+    assert code == 0, err
+    assert "credentials: 0 changed, 2 unchanged, 0 removed" in err
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == mtimes
+    assert restarted.read_text().splitlines() == ["podman-api.service"] * 2
+
+    # the app no longer uses db-pass: its credential is removed from the node
+    (secure.flake / "cluster.nix").write_text(
+        SPEC.replace("%(secrets)s", '"api-token"') % {"key": Path(f"{secure.key}.pub").read_text().strip()}
+    )
+    code, _, err = secure.cli(capsys, "deploy", "--no-provision")
+    assert code == 0, err
+    assert "1 removed" in err
+    assert sorted(p.name for p in d.iterdir()) == ["api-token.cred"]
+
+
+def test_action_output_goes_into_the_store_only(secure: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    assert secure.cli(capsys, "deploy")[0] == 0
+    actions = secure.server("worker001").root / "etc-nix-infra" / "actions" / "api"
+    actions.mkdir(parents=True)
+    (actions / "make-token").write_text('#!/bin/sh\nprintf "generated-%s-$ROLE" "$1"\n')
+    (actions / "make-token").chmod(0o755)
+    (actions / "fail").write_text("#!/bin/sh\necho partial; exit 3\n")
+    (actions / "fail").chmod(0o755)
+
+    code, out, err = secure.cli(
+        capsys, "action", "worker001", "api", "make-token", "x1", "--env", "ROLE=rw", "--store-as-secret", "made"
+    )
+    assert code == 0, err
+    assert "generated" not in out + err
+    assert SecretStore(secure.flake).get("made", load_identity(secure.key)) == b"generated-x1-rw"
+
+    code, _, err = secure.cli(capsys, "action", "worker001", "api", "fail", "--store-as-secret", "made2")
+    assert code == 3 and "failed (exit 3); nothing was stored" in err
+    assert not (secure.flake / "secrets/made2.age").exists()
+    code, _, err = secure.cli(capsys, "action", "worker002", "api", "make-token")
+    assert code == 1 and "does not run on worker002" in err
+
+
+def test_secret_set_from_stdin_and_rotate_reports_units(
+    cli_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    m = ["--manifest", "manifest.json"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"from-stdin\x00\xff")))
+    assert run_cli(capsys, *m, "secret", "set", "api-token")[0] == 0
+    identity = load_identity(Path(os.environ["NIX_INFRA_IDENTITY"]))
+    assert SecretStore(cli_repo).get("api-token", identity) == b"from-stdin\x00\xff"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"rotated")))
+    code, out, _ = run_cli(capsys, *m, "secret", "rotate", "api-token")
+    assert code == 0
+    assert "delivers it to worker001 and restarts: worker001: podman-api.service" in out
+    assert SecretStore(cli_repo).get("api-token", identity) == b"rotated"
