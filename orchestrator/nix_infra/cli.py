@@ -465,9 +465,13 @@ def deploy_cmd(
     from nix_infra.secrets import SecretStore, missing_secrets
 
     planned = opts.load_manifest()
-    missing = missing_secrets(SecretStore(opts.repo_dir()), planned, [n.name for n in select(planned, on)])
+    store = SecretStore(opts.repo_dir())
+    targets = [n.name for n in select(planned, on)]
+    missing = missing_secrets(store, planned, targets)
     if missing:  # before anything in the cloud or on a node is touched
         raise NixInfraError(missing_message(missing))
+    for secret in sorted({s for n in targets for s in planned.nodes[n].credentials}):
+        store.get(secret, opts.identity())  # a wrong identity fails here too, with the file named
     if not no_provision:
         client, desired = opts.hetzner()
         actual, p = current_plan(client, desired)

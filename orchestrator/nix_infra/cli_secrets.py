@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from nix_infra.deploy import ssh_target
 from nix_infra.errors import NixInfraError
 from nix_infra.manifest import Manifest
 from nix_infra.options import Options
+from nix_infra.process import run, run_attached
 from nix_infra.secrets import SecretStore, check_name, missing_secrets, secret_users
 from nix_infra.ssh import ssh_argv
 
@@ -255,16 +255,18 @@ def action_cmd(
     target = ssh_target(manifest.nodes[node], opts.facts(), opts.ssh_settings())
     argv = ssh_argv(target, command)
     if secret_name is None:
-        code = subprocess.call(argv)
+        code = run_attached(argv, what=f"{node}: action {app}/{action}")
         if code != 0:
             raise NixInfraError(f"{node}: action {app}/{action} failed (exit {code})", exit_code=code)
         return
-    # stdout is captured as bytes and goes only into the store; stderr passes through
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, check=False)
-    if proc.returncode != 0:
+    # stdout is captured as bytes and goes only into the store
+    result = run(argv, check=False, what=f"{node}: action {app}/{action}")
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-5:]
         raise NixInfraError(
-            f"{node}: action {app}/{action} failed (exit {proc.returncode}); nothing was stored",
-            exit_code=proc.returncode,
+            f"{node}: action {app}/{action} failed (exit {result.returncode}); nothing was stored"
+            + ("\n" + "\n".join(tail) if tail else ""),
+            exit_code=result.returncode,
         )
-    SecretStore(opts.repo_dir()).set(secret_name, proc.stdout)
+    SecretStore(opts.repo_dir()).set(secret_name, result.stdout_bytes)
     click.echo(f"stored the output of {app}/{action} as secrets/{secret_name}.age ({shlex.quote(node)})", err=True)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import shlex
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nix_infra.errors import NixInfraError
 from nix_infra.manifest import Node
-from nix_infra.ssh import SshTarget, ssh_script_argv
+from nix_infra.process import run
+from nix_infra.ssh import SshTarget, run_remote, ssh_script_argv
 
 log = logging.getLogger(__name__)
 
@@ -94,25 +94,23 @@ def units_to_restart(node: Node, changed: Sequence[str]) -> tuple[str, ...]:
 
 def deliver(target: SshTarget, node: Node, values: Mapping[str, bytes], timeout: float = 120.0) -> DeliveryResult:
     """Put exactly `values` as the node's credentials; restart the units of those that changed."""
-    argv = deliver_argv(target)
-    log.debug("$ %s  (stdin: %d credential(s), values not shown)", shlex.join(argv), len(values))
-    # bytes on stdin (values may be binary): beside process.run(), which carries text; same checks
-    try:
-        proc = subprocess.run(argv, input=frames(values), capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise NixInfraError(f"{node.name}: delivering credentials timed out after {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip()
-        raise NixInfraError(f"{node.name}: delivering credentials failed (exit {proc.returncode}): {err[-500:]}")
+    result = run(
+        deliver_argv(target),
+        input_bytes=frames(values),
+        timeout=timeout,
+        check=False,
+        what=f"{node.name}: delivering {len(values)} credential(s)",
+    )
+    if result.returncode != 0:
+        err = result.stderr.strip()
+        raise NixInfraError(f"{node.name}: delivering credentials failed (exit {result.returncode}): {err[-500:]}")
     status: dict[str, list[str]] = {"changed": [], "unchanged": [], "removed": []}
-    for line in proc.stdout.decode(errors="replace").splitlines():
+    for line in result.stdout.splitlines():
         kind, _, name = line.partition(" ")
         if kind in status:
             status[kind].append(name)
     restart = units_to_restart(node, status["changed"])
     if restart:
-        from nix_infra.ssh import run_remote
-
         run_remote(target, ["systemctl", "try-restart", *restart], timeout=120)
     return DeliveryResult(
         node.name, tuple(status["changed"]), tuple(status["unchanged"]), tuple(status["removed"]), restart

@@ -24,6 +24,7 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+    stdout_bytes: bytes = b""  # the raw output, for commands whose output may be binary (a secret)
 
 
 def run(
@@ -31,6 +32,7 @@ def run(
     *,
     check: bool = True,
     input_text: str | None = None,
+    input_bytes: bytes | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     timeout: float | None = None,
@@ -38,17 +40,18 @@ def run(
 ) -> Result:
     """Run `argv`, capture its output and, with `check`, fail on a non-zero exit.
 
-    `input_text` goes to stdin (so secrets never appear in argv or in logs);
-    `what` names the step in the error message ("evaluating the manifest").
+    `input_text` or `input_bytes` goes to stdin (so secrets never appear in argv
+    or in logs; stdin is never logged); `what` names the step in the error
+    message ("evaluating the manifest"). The raw output is in `stdout_bytes`.
     """
     shown = shlex.join(argv)
     log.debug("$ %s", shown)
+    stdin = input_bytes if input_bytes is not None else None if input_text is None else input_text.encode()
     try:
         proc = subprocess.run(
             list(argv),
-            input=input_text,
+            input=stdin,
             capture_output=True,
-            text=True,
             env=None if env is None else dict(env),
             cwd=cwd,
             timeout=timeout,
@@ -58,12 +61,24 @@ def run(
         raise NixInfraError(f"{what or shown}: command not found: {argv[0]}") from exc
     except subprocess.TimeoutExpired as exc:
         raise NixInfraError(f"{what or shown}: timed out after {timeout} s") from exc
-    result = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+    stdout = proc.stdout.decode(errors="replace")
+    stderr = proc.stderr.decode(errors="replace")
+    result = Result(tuple(argv), proc.returncode, stdout, stderr, proc.stdout)
     if check and proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
+        tail = "\n".join(stderr.strip().splitlines()[-20:])
         raise NixInfraError(
             f"{what or shown} failed (exit {proc.returncode}):\n{tail}"
             if tail
             else f"{what or shown} failed (exit {proc.returncode})"
         )
     return result
+
+
+def run_attached(argv: Sequence[str], *, what: str | None = None) -> int:
+    """Run `argv` with this terminal's stdin/stdout/stderr (an interactive or streaming command);
+    logged like run(); returns the exit code, which the caller must check."""
+    log.debug("$ %s", shlex.join(argv))
+    try:
+        return subprocess.call(list(argv))
+    except FileNotFoundError as exc:
+        raise NixInfraError(f"{what or shlex.join(argv)}: command not found: {argv[0]}") from exc

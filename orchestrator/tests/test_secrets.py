@@ -163,11 +163,19 @@ def store(c: Cluster, name: str, value: bytes) -> None:
     SecretStore(c.flake).set(name, value)
 
 
-def test_a_deploy_with_a_missing_secret_touches_no_node(secure: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_secret_or_a_wrong_identity_touches_nothing(
+    secure: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
     store(secure, "api-token", TOKEN)
     code, _, err = secure.cli(capsys, "deploy")
     assert code == 1
     assert "db-pass: needed by worker001" in err and "nothing was touched" in err
+    assert secure.fake.calls == [] and secure.fleet.servers == {}
+    store(secure, "db-pass", DBPASS)
+    stranger = secure.root / "stranger.txt"
+    stranger.write_text(f"{x25519.Identity.generate()}\n")
+    code, _, err = secure.cli(capsys, "--identity", str(stranger), "deploy")
+    assert code == 1 and "cannot decrypt with identity" in err and "stranger.txt" in err and "Traceback" not in err
     assert secure.fake.calls == [] and secure.fleet.servers == {}
 
 
