@@ -62,6 +62,12 @@
     hashed = 6;
   };
 
+  # The flannel overlay (pod/container addresses), one /24 per node; it must
+  # not overlap the private network (validated).
+  overlay = {
+    network = "10.244.0.0/16";
+  };
+
   # Labels the tool owns on every cloud resource; users may not set them.
   labelPrefix = "nix-infra/";
 }

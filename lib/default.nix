@@ -14,6 +14,8 @@ let
   waves = import ./waves.nix;
   validate = import ./validate.nix;
   manifest = import ./manifest.nix;
+  confd = import ./confd.nix;
+  nodeconfig = import ./nodeconfig.nix;
 
   formatErrors =
     errors:
@@ -21,7 +23,7 @@ let
     + builtins.concatStringsSep "\n" (map (e: "  - ${e}") errors);
 in
 {
-  inherit constants check ip spec addresses mesh placement waves validate manifest;
+  inherit constants check ip spec addresses mesh placement waves validate manifest confd nodeconfig;
 
   /**
     Evaluate a cluster spec (see docs/cluster-spec.md) into everything the
@@ -30,7 +32,8 @@ in
     Takes the spec attrset; returns
       { spec      normalized spec, every default filled
         nodes     per node: name type privateIp consumes hostedApps
-                  consumedApps consumerEnv credentials firewall wave etcd
+                  consumedApps consumerEnv credentials credentialUnits firewall
+                  wave etcd, and config: the values of its nixInfra.* options
         etcdSeed  etcd key -> JSON value (static part of the mesh)
         waves     list of lists of node names
         manifest  the version-1 manifest (plain JSON data) }
@@ -83,13 +86,18 @@ in
           etcd = etcd // { member = n.type == "ctrl"; };
         }
       ) s.nodes;
+      # what each node's NixOS modules are given (lib/nodeconfig.nix)
+      withConfig = builtins.mapAttrs (
+        name: d:
+        d // { config = nodeconfig.nodeConfig { inherit name d; n = s.nodes.${name}; provider = s.provider; }; }
+      ) nodeData;
     in
     if errors != [ ] then
       throw (formatErrors errors)
     else
       {
         spec = s;
-        nodes = nodeData;
+        nodes = withConfig;
         etcdSeed = seed;
         waves = ws;
         manifest = manifest.manifest {

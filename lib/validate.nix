@@ -39,6 +39,17 @@ in
         else
           [ ];
 
+      overlayErrors =
+        let
+          ip = import ./ip.nix;
+          a = ip.parseCidr s.provider.network;
+          b = ip.parseCidr c.overlay.network;
+        in
+        if a.base <= b.last && b.base <= a.last then
+          [ "provider.network: ${s.provider.network} overlaps the overlay network ${c.overlay.network} (flannel's container addresses); choose another private range, e.g. \"10.10.0.0/16\"" ]
+        else
+          [ ];
+
       ctrlErrors =
         if nCtrl == 0 then
           [ "nodes: no node has type \"ctrl\"; the control plane (etcd) needs 1, 3 or 5 ctrl nodes" ]
@@ -84,5 +95,5 @@ in
           map (a: let g = byIp.${a}; in "nodes.${builtins.head g}.privateIp: address ${a} is taken by ${showList (map describe g)}; give all but one of them another nodes.<name>.privateIp") (check.duplicateKeys byIp)
         );
     in
-    zoneErrors ++ adminErrors ++ ctrlErrors ++ placementErrors ++ publishErrors ++ portErrors ++ addressErrors;
+    zoneErrors ++ adminErrors ++ overlayErrors ++ ctrlErrors ++ placementErrors ++ publishErrors ++ portErrors ++ addressErrors;
 }

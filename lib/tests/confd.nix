@@ -1,0 +1,27 @@
+let
+  confd = import ../confd.nix;
+  t = confd.haproxyTemplate "worker001";
+  has = needle: builtins.match ".*${needle}.*" (builtins.replaceStrings [ "\n" ] [ " " ] t) != null;
+in
+{
+  testHeaderFirst = { expr = builtins.substring 0 6 confd.header; expected = "global"; };
+  testTemplateReadsOwnRecord = { expr = has ''getv "/cluster/nodes/worker001"''; expected = true; };
+  testTemplateBindsLoopbackOnly = { expr = has "bind 127\\.0\\.0\\.1:\\{\\{ \\$meta\\.publish\\.port }}"; expected = true; };
+  testTemplateReadsInstances = { expr = has "/cluster/%s/%s/instances/\\*"; expected = true; };
+  testTemplateStartsWithHeader = {
+    expr = builtins.substring 0 (builtins.stringLength confd.header) (builtins.elemAt (builtins.split "edit\n" t) 2);
+    expected = confd.header;
+  };
+  testResourceToml = {
+    expr = confd.resourceToml { src = "mesh.tmpl"; dest = "/d"; checkCmd = "haproxy -c -f {{.src}}"; reloadCmd = "r"; };
+    expected = ''
+      [template]
+      src = "mesh.tmpl"
+      dest = "/d"
+      keys = ["/cluster"]
+      mode = "0644"
+      check_cmd = "haproxy -c -f {{.src}}"
+      reload_cmd = "r"
+    '';
+  };
+}

@@ -1,0 +1,49 @@
+let
+  lib = import ../.;
+  cluster = lib.evalCluster (import ../example.nix);
+  w = cluster.nodes.worker001.config;
+  ctrl = cluster.nodes.ctrl001.config;
+  nc = lib.nodeconfig;
+  app = hc: { name = "api"; group = "backends"; port = 8080; healthCheck = { intervalSeconds = 10; timeoutSeconds = 5; path = "/h"; command = "check-it"; } // hc; };
+in
+{
+  testNode = {
+    expr = w.node;
+    expected = {
+      name = "worker001"; type = "worker"; privateIp = "10.10.64.1";
+      firewall = cluster.manifest.nodes.worker001.firewall;
+      sshKeys = cluster.manifest.sshKeys; adminCidrs = cluster.manifest.adminCidrs;
+    };
+  };
+  testEtcdMember = { expr = [ ctrl.etcd.member w.etcd.member ]; expected = [ true false ]; };
+  testEtcdMatchesManifest = {
+    expr = removeAttrs w.etcd [ "member" ];
+    expected = cluster.manifest.etcd;
+  };
+  testMeshOnlyForConsumers = { expr = [ ctrl.mesh.enable w.mesh.enable ]; expected = [ false true ]; };
+  testMeshTemplateIsTheNodes = { expr = w.mesh.template; expected = lib.confd.haproxyTemplate "worker001"; };
+  testConsumerEnv = { expr = w.mesh.consumerEnv.API_PORT; expected = "5001"; };
+  testAppUnitAndSecrets = {
+    expr = { inherit (w.apps.api) unit secrets port; };
+    expected = { unit = "podman-api.service"; secrets = [ "api-token" ]; port = 8080; };
+  };
+  testRegistration = {
+    expr = w.apps.api.registration;
+    expected = {
+      app = "api"; group = "backends"; node = "worker001"; address = "10.10.64.1"; port = 8080;
+      interval = 10; ttl = 30; healthCmd = "curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8080/";
+    };
+  };
+  testHealthTcp = { expr = nc.healthCommand (app { type = "tcp"; }); expected = "timeout 5 bash -c '</dev/tcp/127.0.0.1/8080'"; };
+  testHealthCommand = { expr = nc.healthCommand (app { type = "command"; }); expected = "check-it"; };
+  testCredentialsMatchManifest = {
+    expr = w.credentials;
+    expected = {
+      dir = "/var/lib/nix-infra/credentials";
+      names = cluster.manifest.nodes.worker001.credentials;
+      units = cluster.manifest.nodes.worker001.credentialUnits;
+    };
+  };
+  testOverlay = { expr = w.overlay; expected = { network = "10.244.0.0/16"; port = 51820; }; };
+  testNoAppsOnCtrl = { expr = ctrl.apps; expected = { }; };
+}

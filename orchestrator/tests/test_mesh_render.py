@@ -1,0 +1,170 @@
+"""The lib-generated confd template, rendered from etcd data with Go's text/template, passes `haproxy -c`.
+
+tests/confd_render/main.go reproduces confd's store functions over a JSON
+snapshot and renders with Go's text/template, as confd does. Snapshots come
+from lib's etcd seed plus instances, and once from a real TLS etcd after
+seeding and a registration by the node's registration script.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nix_infra.etcd import Etcd, canonical, seed
+
+from .conftest import REPO, example_manifest_data
+from .etcd_server import EtcdServer, make_cluster_pki
+
+BIG_SPEC = "import ./bench/cluster.nix { size = 40; }"
+
+
+@pytest.fixture(scope="module")
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("go") is None:
+        raise RuntimeError("go is not installed (bin/setup installs Debian's golang-go)")
+    out = tmp_path_factory.mktemp("go") / "confd-render"
+    env = {**os.environ, "GOCACHE": str(out.parent / "cache"), "GO111MODULE": "off", "GOPATH": str(out.parent)}
+    subprocess.run(
+        ["go", "build", "-o", str(out), str(REPO / "tests/confd_render/main.go")], env=env, check=True, timeout=300
+    )
+    return out
+
+
+def node_configs(spec_expr: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [
+            "nix-instantiate", "--eval", "--strict", "--json", "--expr",
+            f"builtins.mapAttrs (_: n: n.config) ((import ./lib).evalCluster ({spec_expr})).nodes",
+        ],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def snapshot_from_manifest(manifest: dict[str, Any]) -> dict[str, str]:
+    """The seed as etcd holds it, plus an instance of every app on every node hosting it."""
+    snap = {k: canonical(v).decode() for k, v in manifest["etcdSeed"].items()}
+    for app in manifest["apps"].values():
+        for node in app["nodes"]:
+            ip = manifest["nodes"][node]["privateIp"]
+            snap[f"/cluster/{app['group']}/{app['name']}/instances/{node}"] = canonical(
+                {"ipv4": ip, "node": node, "port": app["port"]}
+            ).decode()
+    return snap
+
+
+def render(renderer: Path, template: str, snap: dict[str, str], tmp_path: Path) -> str:
+    (tmp_path / "t.tmpl").write_text(template)
+    (tmp_path / "snap.json").write_text(json.dumps(snap))
+    proc = subprocess.run(
+        [str(renderer), str(tmp_path / "t.tmpl"), str(tmp_path / "snap.json")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def haproxy_check(config: str, tmp_path: Path) -> None:
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(config)
+    proc = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + config
+    assert "Configuration file is valid" in proc.stdout
+
+
+def frontends(config: str) -> dict[str, str]:
+    """frontend name -> its bind address."""
+    out, current = {}, None
+    for line in config.splitlines():
+        if line.startswith("frontend "):
+            current = line.split()[1]
+        elif current and line.strip().startswith("bind "):
+            out[current] = line.split()[1]
+    return out
+
+
+def servers(config: str, backend: str) -> list[str]:
+    block = config.split(f"backend {backend}\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split()[2] for line in block.splitlines() if line.strip().startswith("server ")]
+
+
+def test_the_empty_config_is_valid(tmp_path: Path) -> None:
+    header = node_configs("import ./lib/example.nix")["worker001"]["mesh"]["emptyConfig"]
+    haproxy_check(header, tmp_path)
+
+
+@pytest.mark.parametrize("spec_expr", ["import ./lib/example.nix", BIG_SPEC])
+def test_every_node_config_renders_and_passes_haproxy_check(renderer: Path, tmp_path: Path, spec_expr: str) -> None:
+    manifest = example_manifest_data(spec_expr)
+    configs = node_configs(spec_expr)
+    snap = snapshot_from_manifest(manifest)
+    rendered = 0
+    for name, cfg in configs.items():
+        config = render(renderer, cfg["mesh"]["template"], snap, tmp_path)
+        haproxy_check(config, tmp_path)
+        # exactly one loopback frontend per app of each group the node consumes
+        consumed = [a for a in manifest["apps"].values() if a["group"] in manifest["nodes"][name]["consumes"]]
+        assert frontends(config) == {f"{a['group']}_{a['name']}": f"127.0.0.1:{a['publish']}" for a in consumed}
+        for a in consumed:
+            expected = sorted(f"{manifest['nodes'][n]['privateIp']}:{a['port']}" for n in a["nodes"])
+            assert sorted(servers(config, f"{a['group']}_{a['name']}_instances")) == expected
+        rendered += 1
+    assert rendered == len(manifest["nodes"])
+
+
+def test_an_app_without_instances_still_renders_a_valid_config(renderer: Path, tmp_path: Path) -> None:
+    manifest = example_manifest_data()
+    snap = {k: v for k, v in snapshot_from_manifest(manifest).items() if "/instances/" not in k}
+    config = render(renderer, node_configs("import ./lib/example.nix")["worker001"]["mesh"]["template"], snap, tmp_path)
+    haproxy_check(config, tmp_path)
+    assert servers(config, "backends_api_instances") == []
+
+
+@pytest.fixture
+def live_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    cluster = make_cluster_pki(tmp_path / "repo", example_manifest_data())
+    server = EtcdServer(tmp_path / "etcd", cluster, "ctrl001").start()
+    yield server
+    server.stop()
+
+
+def test_render_from_a_live_etcd_after_seed_and_registration(
+    renderer: Path, live_etcd: EtcdServer, tmp_path: Path
+) -> None:
+    """Seeded by the orchestrator, registered by the node's script with its lib-derived arguments."""
+    manifest = example_manifest_data()
+    cfg = node_configs("import ./lib/example.nix")["worker001"]
+    with Etcd(live_etcd.url, live_etcd.cluster.tls("admin")) as etcd:
+        seed(etcd, manifest["etcdSeed"])
+    reg = cfg["apps"]["api"]["registration"]
+    argv = [
+        str(REPO / "modules/scripts/register-instance.sh"),
+        "--app", reg["app"], "--group", reg["group"], "--node", reg["node"], "--address", reg["address"],
+        "--port", str(reg["port"]), "--ttl", "3", "--interval", "1", "--health-cmd", "true",
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, env=live_etcd.etcdctl_env("nodes/worker001/client"), stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        key = "/cluster/backends/api/instances/worker001"
+        while not live_etcd.etcdctl("get", key, "--print-value-only").strip():
+            assert time.monotonic() < deadline, "the instance never registered"
+            time.sleep(0.1)
+        dump = json.loads(live_etcd.etcdctl("get", "--prefix", "/cluster/", "-w", "json"))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    snap = {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]).decode() for kv in dump["kvs"]}
+    config = render(renderer, cfg["mesh"]["template"], snap, tmp_path)
+    haproxy_check(config, tmp_path)
+    assert frontends(config) == {"backends_api": "127.0.0.1:5001"}
+    assert servers(config, "backends_api_instances") == ["10.10.64.1:8080"]
