@@ -65,7 +65,7 @@ in
         }
       ) nodeData;
       apps = builtins.mapAttrs (_: a: {
-        inherit (a) name group port publish nodes secrets protocol path healthCheck image;
+        inherit (a) name group port publish nodes secrets protocol path healthCheck image unit;
         envPrefix = a.envPrefix;
       }) s.apps;
       inherit waves etcd;

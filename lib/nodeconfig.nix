@@ -12,7 +12,6 @@ rec {
   # Where nix-infra keeps its state on a node; the orchestrator writes credentials here.
   credentialsDir = "/var/lib/nix-infra/credentials";
   meshConfigPath = "/var/lib/nix-infra/mesh/haproxy.cfg";
-  meshUnit = "nix-infra-mesh-haproxy.service";
 
   /**
     The shell command that decides whether an app instance is healthy, from
@@ -74,14 +73,12 @@ rec {
       };
       etcd = {
         inherit (d.etcd) endpoints initialCluster members clientPort peerPort;
-        member = n.type == "ctrl";
       };
       mesh = {
         enable = d.consumes != [ ];
         template = confd.haproxyTemplate name;
         emptyConfig = confd.header;
         configPath = meshConfigPath;
-        unit = meshUnit;
         consumerEnv = d.consumerEnv;
       };
       overlay = {

@@ -28,12 +28,13 @@ rec {
 
   /**
     The systemd unit of an app: the one that loads its credentials
-    (LoadCredentialEncrypted=) and is restarted when one changes.
-    virtualisation.oci-containers names it <backend>-<name>.service.
+    (LoadCredentialEncrypted=) and is restarted when one changes. The spec
+    normalizes it: podman-<name>.service for a container (as
+    virtualisation.oci-containers names it), else the app's `unit`.
 
-    Example: appUnit { name = "api"; } => "podman-api.service"
+    Example: appUnit { name = "api"; unit = "podman-api.service"; } => "podman-api.service"
   */
-  appUnit = a: "podman-${a.name}.service";
+  appUnit = a: a.unit or "podman-${a.name}.service";
 
   /**
     Per credential of a node, the units that load it (sorted): what a

@@ -14,7 +14,7 @@ let
   providerFields = [ "type" "location" "networkZone" "network" "image" "sshKeys" "adminCidrs" ];
   nodeFields = [ "type" "serverType" "location" "image" "privateIp" "labels" "consumes" ];
   appFields = [
-    "group" "port" "publish" "nodes" "envPrefix" "image" "secrets" "protocol" "path" "healthCheck"
+    "group" "port" "publish" "nodes" "envPrefix" "image" "unit" "secrets" "protocol" "path" "healthCheck"
   ];
   healthCheckFields = [ "type" "path" "command" "intervalSeconds" "timeoutSeconds" ];
   healthCheckTypes = [ "http" "tcp" "command" ];
@@ -156,6 +156,7 @@ let
         )
         ++ opt a "envPrefix" (v: if builtins.isString v && builtins.match "[A-Z][A-Z0-9_]{0,63}" v != null then [ ] else [ "${path}.envPrefix: ${show v} is not an environment prefix (uppercase letters, digits and '_', starting with a letter)" ])
         ++ opt a "image" (v: if v == null || (builtins.isString v && v != "") then [ ] else [ "${path}.image: expected an OCI image reference or null, got ${show v}" ])
+        ++ opt a "unit" (v: if builtins.isString v && builtins.match "[A-Za-z0-9@_.:-]+\\.service" v != null then [ ] else [ "${path}.unit: ${show v} is not a systemd service name (e.g. \"postgresql.service\")" ])
         ++ opt a "secrets" (v: stringListErr "${path}.secrets" "a safe secret name (letters, digits, '.', '_', '-'; at most 64; not starting with '.' or '-')" check.isSafeFileName v ++ (if builtins.isList v then uniqueListErr "${path}.secrets" v else [ ]))
         ++ opt a "protocol" (enumErr "${path}.protocol" protocols)
         ++ opt a "path" (v: if builtins.isString v && builtins.substring 0 1 v == "/" then [ ] else [ "${path}.path: ${show v} must be a URL path starting with '/'" ])
@@ -248,6 +249,8 @@ in
           inherit (a) group port publish nodes;
           envPrefix = a.envPrefix or (defaultEnvPrefix name);
           image = a.image or null;
+          # the unit that runs the app: its container's, unless a native service is named
+          unit = a.unit or (if (a.image or null) != null then "podman-${name}.service" else "${name}.service");
           secrets = a.secrets or [ ];
           healthCheck = {
             type = hType;

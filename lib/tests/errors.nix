@@ -24,6 +24,7 @@ in
   unknownProviderType = { spec = withProvider { type = "aws"; }; field = "provider.type"; };
   networkNotCidr = { spec = withProvider { network = "10.10.0.1/16"; }; field = "provider.network"; };
   networkNotPrivate = { spec = withProvider { network = "8.8.0.0/16"; }; field = "provider.network"; };
+  appUnitNotAService = { spec = withApi { unit = "postgresql"; }; field = "apps.api.unit"; };
   networkOverlapsOverlay = { spec = withProvider { network = "10.0.0.0/8"; }; field = "provider.network"; };
   networkTooSmall = { spec = withProvider { network = "10.10.0.0/25"; }; field = "provider.network"; };
   badSshKey = { spec = withProvider { sshKeys = [ "not a key" ]; }; field = "provider.sshKeys[0]"; };

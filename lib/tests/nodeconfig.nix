@@ -15,11 +15,7 @@ in
       sshKeys = cluster.manifest.sshKeys; adminCidrs = cluster.manifest.adminCidrs;
     };
   };
-  testEtcdMember = { expr = [ ctrl.etcd.member w.etcd.member ]; expected = [ true false ]; };
-  testEtcdMatchesManifest = {
-    expr = removeAttrs w.etcd [ "member" ];
-    expected = cluster.manifest.etcd;
-  };
+  testEtcdMatchesManifest = { expr = [ w.etcd ctrl.etcd ]; expected = [ cluster.manifest.etcd cluster.manifest.etcd ]; };
   testMeshOnlyForConsumers = { expr = [ ctrl.mesh.enable w.mesh.enable ]; expected = [ false true ]; };
   testMeshTemplateIsTheNodes = { expr = w.mesh.template; expected = lib.confd.haproxyTemplate "worker001"; };
   testConsumerEnv = { expr = w.mesh.consumerEnv.API_PORT; expected = "5001"; };

@@ -19,7 +19,7 @@ in
     expr = norm.apps.api;
     expected = {
       name = "api"; group = "backends"; port = 8080; publish = 5001; nodes = [ "worker001" ];
-      envPrefix = "API"; image = "ghcr.io/acme/api:1.4"; secrets = [ "api-token" ];
+      envPrefix = "API"; image = "ghcr.io/acme/api:1.4"; unit = "podman-api.service"; secrets = [ "api-token" ];
       protocol = "http"; path = "/";
       healthCheck = { type = "http"; path = "/"; command = null; intervalSeconds = 10; timeoutSeconds = 5; };
     };
@@ -32,5 +32,13 @@ in
   testCollectsAllShapeErrors = {
     expr = builtins.length (spec.shapeErrors (example // { name = "Bad"; nodes.ctrl001 = { type = "nope"; serverType = "cx22"; }; }));
     expected = 2;
+  };
+  testNativeAppUnit = {
+    expr = (spec.normalize (example // { apps.db = { group = "services"; port = 5432; publish = 5432; nodes = [ "worker001" ]; }; })).apps.db.unit;
+    expected = "db.service";
+  };
+  testExplicitAppUnit = {
+    expr = (spec.normalize (example // { apps.db = { group = "services"; port = 5432; publish = 5432; nodes = [ "worker001" ]; unit = "postgresql.service"; }; })).apps.db.unit;
+    expected = "postgresql.service";
   };
 }
