@@ -18,71 +18,38 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
       infraLib = import ./lib;
 
-      nodeTypes = nixpkgs.lib.genAttrs infraLib.constants.nodeTypes (t: import (./node_types + "/${t}.nix"));
+      nodeTypes = nixpkgs.lib.genAttrs infraLib.constants.nodeTypes (t: ./node_types + "/${t}.nix");
 
-      /**
-        Turn a cluster spec into a cluster flake's outputs.
-
-        Takes { spec; modules ? { <node> = [ module ... ]; }; extraModules ? [ ];
-        system ? "x86_64-linux"; }; returns { nixInfra = { manifest; cluster; };
-        nixosConfigurations.<node>; }. Every node system gets its node type,
-        the per-node data lib derived, and the node's own modules.
-      */
-      mkCluster =
-        {
-          spec,
-          modules ? { },
-          extraModules ? [ ],
-          system ? "x86_64-linux",
-        }:
-        let
-          cluster = infraLib.evalCluster spec;
-        in
-        {
-          nixInfra = {
-            inherit (cluster) manifest;
-            inherit cluster;
-          };
-          nixosConfigurations = builtins.mapAttrs (
-            name: data:
-            nixpkgs.lib.nixosSystem {
-              inherit system;
-              specialArgs = { nixInfraNode = data; nixInfraCluster = cluster; };
-              modules = [
-                disko.nixosModules.disko
-                nodeTypes.${data.type}
-                {
-                  nixInfra.node = {
-                    inherit name;
-                    inherit (data) privateIp firewall;
-                    sshKeys = cluster.spec.provider.sshKeys;
-                  };
-                  nixInfra.hetzner.enable = cluster.spec.provider.type == "hetzner";
-                  system.stateVersion = nixpkgs.lib.mkDefault "26.05";
-                }
-              ]
-              ++ (modules.${name} or [ ])
-              ++ extraModules;
-            }
-          ) cluster.nodes;
-        };
+      clusterFlake = import ./lib/cluster-flake.nix {
+        inherit nixpkgs nodeTypes;
+        baseModules = [ disko.nixosModules.disko ];
+      };
     in
     {
-      lib = infraLib // { inherit mkCluster; };
+      # lib.mkClusterFlake { cluster; modules; nodeModules; facts; } -> a cluster flake's
+      # nixInfra.manifest and nixosConfigurations (lib/cluster-flake.nix)
+      lib = infraLib // { inherit (clusterFlake) mkClusterFlake; };
 
       nixosModules = {
-        node = ./modules/node.nix;
+        base = ./modules/base.nix;
         hetzner = ./modules/hetzner.nix;
-        default = {
-          imports = [ ./modules/node.nix ./modules/hetzner.nix ];
-        };
+        ctrl = ./modules/ctrl.nix;
+        mesh = ./modules/mesh.nix;
+        overlay = ./modules/overlay.nix;
+        apps = ./modules/apps.nix;
+        ingress = ./modules/ingress.nix;
+        registry = ./modules/registry.nix;
+        default = ./modules;
       };
 
       inherit nodeTypes;
 
-      # Reusable apps arrive with the apps capability (generic container app,
-      # postgresql, valkey, ...); a cluster repo adds its own beside them.
-      appModules = { };
+      # Reusable apps (app_modules/README.md); a cluster repo adds its own beside them.
+      appModules = {
+        container = ./app_modules/container.nix;
+        postgresql = ./app_modules/postgresql.nix;
+        valkey = ./app_modules/valkey.nix;
+      };
 
       packages = forAllSystems (pkgs: rec {
         nix-infra = pkgs.python3Packages.callPackage ./orchestrator/package.nix { };
@@ -98,7 +65,7 @@
         default = self.apps.${pkgs.stdenv.hostPlatform.system}.deploy;
       });
 
-      checks = forAllSystems (pkgs: import ./checks { inherit pkgs self infraLib; });
+      checks = forAllSystems (pkgs: import ./checks { inherit pkgs self infraLib disko; });
 
       templates.default = {
         path = ./templates/cluster;

@@ -47,6 +47,8 @@
     wireguard = 51820;
     # docker registry on registry nodes, private interface only.
     registry = 5000;
+    # the cluster's Nix binary cache (nix-serve) on registry nodes, private interface only.
+    binaryCache = 5080;
   };
 
   # Address plan of the private network: it is cut into 8 equal blocks; block
@@ -67,6 +69,10 @@
   overlay = {
     network = "10.244.0.0/16";
   };
+
+  # The secret a registry node signs the cluster's binary cache with
+  # (`nix-store --generate-binary-cache-key`); delivered like an app secret.
+  cacheKeySecret = "nix-infra-cache-key";
 
   # Labels the tool owns on every cloud resource; users may not set them.
   labelPrefix = "nix-infra/";

@@ -79,8 +79,8 @@ in
           inherit (n) type consumes;
           privateIp = ipOf.${name};
           consumerEnv = mesh.consumerEnv consumedApps;
-          credentials = placement.credentials hostedApps;
-          credentialUnits = placement.credentialUnits hostedApps;
+          credentials = placement.nodeCredentials n.type hostedApps;
+          credentialUnits = placement.nodeCredentialUnits n.type hostedApps;
           firewall = placement.firewall n.type hostedApps;
           wave = waveOf.${name};
           etcd = etcd // { member = n.type == "ctrl"; };

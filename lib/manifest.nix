@@ -70,6 +70,7 @@ in
       }) s.apps;
       inherit waves etcd;
       etcdSeed = seed;
-      secrets = builtins.attrNames (builtins.listToAttrs (map (x: { name = x; value = null; }) (builtins.concatMap (a: a.secrets) (builtins.attrValues s.apps))));
+      # every secret some node needs: the apps' and, with a registry node, the cache key
+      secrets = builtins.attrNames (builtins.listToAttrs (map (x: { name = x; value = null; }) (builtins.concatMap (d: d.credentials) (builtins.attrValues nodeData))));
     };
 }

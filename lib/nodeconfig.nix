@@ -70,6 +70,7 @@ rec {
         inherit (n) type;
         inherit (d) privateIp firewall;
         inherit (provider) sshKeys adminCidrs;
+        privateNetwork = provider.network;
       };
       etcd = {
         inherit (d.etcd) endpoints initialCluster members clientPort peerPort;
@@ -80,6 +81,12 @@ rec {
         emptyConfig = confd.header;
         configPath = meshConfigPath;
         consumerEnv = d.consumerEnv;
+      };
+      ingress = {
+        # the frontends this node's mesh proxy serves: app name -> 127.0.0.1 port
+        frontends = builtins.listToAttrs (
+          map (a: { name = a.name; value = a.publish; }) (builtins.filter (a: a.group == "frontends") d.consumedApps)
+        );
       };
       overlay = {
         network = c.overlay.network;

@@ -27,6 +27,25 @@ rec {
   credentials = hosted: check.uniqueSorted (builtins.concatMap (a: a.secrets) hosted);
 
   /**
+    The credential names of a node of a given type: its apps' secrets, plus
+    the binary cache's signing key on registry nodes.
+
+    Example: nodeCredentials "registry" [ ] => [ "nix-infra-cache-key" ]
+  */
+  nodeCredentials =
+    type: hosted: check.uniqueSorted (credentials hosted ++ (if type == "registry" then [ c.cacheKeySecret ] else [ ]));
+
+  /**
+    Per credential of a node of a given type, the units that load it: the
+    apps' units, and nix-serve.service for the cache key of a registry node.
+
+    Example: (nodeCredentialUnits "registry" [ ])."nix-infra-cache-key" => [ "nix-serve.service" ]
+  */
+  nodeCredentialUnits =
+    type: hosted:
+    credentialUnits hosted // (if type == "registry" then { ${c.cacheKeySecret} = [ "nix-serve.service" ]; } else { });
+
+  /**
     The systemd unit of an app: the one that loads its credentials
     (LoadCredentialEncrypted=) and is restarted when one changes. The spec
     normalizes it: podman-<name>.service for a container (as
@@ -74,7 +93,7 @@ rec {
       private = {
         tcp = sortInts (
           (if type == "ctrl" then [ p.etcdClient p.etcdPeer ] else [ ])
-          ++ (if type == "registry" then [ p.registry ] else [ ])
+          ++ (if type == "registry" then [ p.registry p.binaryCache ] else [ ])
           ++ map (a: a.port) hosted
         );
         udp = [ p.wireguard ];

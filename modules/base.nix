@@ -38,6 +38,12 @@ in
       description = "The node's address on the cluster's private network (from lib).";
     };
 
+    privateNetwork = mkOption {
+      type = types.str;
+      example = "10.10.0.0/16";
+      description = "The cluster's private network (provider.network); services trust clients from it.";
+    };
+
     privateInterface = mkOption {
       type = types.str;
       default = "enp7s0";

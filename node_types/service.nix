@@ -1,9 +1,12 @@
-# Node type "service": the composition of modules every service node runs.
-# Later capabilities (etcd, mesh, overlay, apps, ingress, registry) add
-# their modules here.
-{ ... }:
+# Node type "service": the modules every service node runs. The node's data (its
+# nixInfra.* option values) comes from lib via mkClusterFlake; the mesh proxy
+# and the apps are enabled from that data (a node consuming no group runs no proxy).
+{ lib, ... }:
 {
-  imports = [ ../modules/node.nix ../modules/hetzner.nix ];
+  imports = [ ../modules ];
   nixInfra.node.enable = true;
   nixInfra.node.type = "service";
+  nixInfra.hetzner.enable = lib.mkDefault true;
+  # runs stateful services (app_modules/: postgresql, valkey, ...) for the mesh
+  nixInfra.overlay.enable = lib.mkDefault true;
 }

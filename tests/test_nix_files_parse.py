@@ -14,7 +14,23 @@ NIX_FILES = sorted(
 
 def test_there_are_nix_files() -> None:
     names = {p.relative_to(REPO).as_posix() for p in NIX_FILES}
-    assert {"flake.nix", "lib/default.nix", "modules/node.nix", "node_types/ctrl.nix"} <= names
+    assert {
+        "flake.nix",
+        "lib/default.nix",
+        "modules/base.nix",
+        "modules/ctrl.nix",
+        "modules/mesh.nix",
+        "modules/overlay.nix",
+        "modules/apps.nix",
+        "node_types/ctrl.nix",
+        "app_modules/postgresql.nix",
+        "app_modules/valkey.nix",
+        "app_modules/container.nix",
+        "checks/mesh.nix",
+        "checks/overlay.nix",
+        "checks/credentials.nix",
+        "lib/cluster-flake.nix",
+    } <= names
 
 
 @pytest.mark.parametrize("path", NIX_FILES, ids=lambda p: p.relative_to(REPO).as_posix())

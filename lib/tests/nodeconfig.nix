@@ -13,6 +13,7 @@ in
       name = "worker001"; type = "worker"; privateIp = "10.10.64.1";
       firewall = cluster.manifest.nodes.worker001.firewall;
       sshKeys = cluster.manifest.sshKeys; adminCidrs = cluster.manifest.adminCidrs;
+      privateNetwork = cluster.manifest.network.ipRange;
     };
   };
   testEtcdMatchesManifest = { expr = [ w.etcd ctrl.etcd ]; expected = [ cluster.manifest.etcd cluster.manifest.etcd ]; };
@@ -41,5 +42,12 @@ in
     };
   };
   testOverlay = { expr = w.overlay; expected = { network = "10.244.0.0/16"; port = 51820; }; };
+  testIngressFrontends = {
+    expr = (lib.evalCluster ((import ../example.nix) // {
+      nodes = (import ../example.nix).nodes // { ingress001 = { type = "ingress"; serverType = "cx22"; }; };
+      apps = (import ../example.nix).apps // { web = { group = "frontends"; port = 3000; publish = 5100; nodes = [ "worker001" ]; image = "web:1"; }; };
+    })).nodes.ingress001.config.ingress.frontends;
+    expected = { web = 5100; };
+  };
   testNoAppsOnCtrl = { expr = ctrl.apps; expected = { }; };
 }

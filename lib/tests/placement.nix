@@ -21,5 +21,8 @@ in
   testFirewallWorker = { expr = pl.firewall "worker" byNode.w1; expected = { public = { tcp = [ 22 ]; udp = [ ]; }; private = { tcp = [ 3000 8080 ]; udp = [ 51820 ]; }; }; };
   testFirewallIngress = { expr = pl.firewall "ingress" [ ]; expected = { public = { tcp = [ 22 80 443 ]; udp = [ ]; }; private = { tcp = [ ]; udp = [ 51820 ]; }; }; };
   testFirewallCtrl = { expr = (pl.firewall "ctrl" [ ]).private.tcp; expected = [ 2379 2380 ]; };
-  testFirewallRegistry = { expr = (pl.firewall "registry" [ ]).private.tcp; expected = [ 5000 ]; };
+  testFirewallRegistry = { expr = (pl.firewall "registry" [ ]).private.tcp; expected = [ 5000 5080 ]; };
+  testRegistryCredentials = { expr = pl.nodeCredentials "registry" [ ]; expected = [ "nix-infra-cache-key" ]; };
+  testRegistryCredentialUnits = { expr = pl.nodeCredentialUnits "registry" [ ]; expected = { nix-infra-cache-key = [ "nix-serve.service" ]; }; };
+  testWorkerCredentialsAreAppSecrets = { expr = pl.nodeCredentials "worker" byNode.w1; expected = pl.credentials byNode.w1; };
 }

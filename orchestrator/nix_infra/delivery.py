@@ -15,6 +15,7 @@ import logging
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 
 from nix_infra.errors import NixInfraError
 from nix_infra.manifest import Node
@@ -25,45 +26,8 @@ log = logging.getLogger(__name__)
 
 CREDENTIALS_DIR = "/var/lib/nix-infra/credentials"
 
-# Reads "put NAME LENGTH\n<LENGTH bytes>" frames, then "keep NAME...\n", from stdin.
-# bash's `read` takes a pipe byte by byte and GNU `head -c N` reads no more than N bytes,
-# so the frames never bleed into each other.
-DELIVER_SCRIPT = r"""
-set -euo pipefail
-umask 077
-dir=%(dir)s
-mkdir -p "$dir"
-chmod 0700 "$dir"
-while read -r op rest; do
-  case "$op" in
-    put)
-      set -- $rest
-      name=$1 len=$2
-      new="$dir/.$name.cred.new"
-      head -c "$len" | systemd-creds encrypt --name="$name" - "$new" 2>/dev/null
-      if [ -f "$dir/$name.cred" ] && cmp -s \
-          <(systemd-creds decrypt --name="$name" "$dir/$name.cred" - 2>/dev/null) \
-          <(systemd-creds decrypt --name="$name" "$new" - 2>/dev/null); then
-        rm -f "$new"
-        echo "unchanged $name"
-      else
-        chmod 0600 "$new"
-        mv -f "$new" "$dir/$name.cred"
-        echo "changed $name"
-      fi ;;
-    keep)
-      for f in "$dir"/*.cred; do
-        [ -e "$f" ] || continue
-        n=${f##*/}; n=${n%%.cred}
-        case " $rest " in *" $n "*) ;; *) rm -f "$f"; echo "removed $n" ;; esac
-      done
-      exit 0 ;;
-    *) echo "unknown frame: $op" >&2; exit 2 ;;
-  esac
-done
-echo "input ended early" >&2
-exit 2
-"""
+# The node-side script (also used by the NixOS credentials check): see its header.
+DELIVER_SCRIPT = (resources.files("nix_infra") / "data" / "deliver-credentials.sh").read_text()
 
 
 @dataclass(frozen=True)
@@ -76,8 +40,7 @@ class DeliveryResult:
 
 
 def deliver_argv(target: SshTarget) -> list[str]:
-    script = DELIVER_SCRIPT % {"dir": shlex.quote(CREDENTIALS_DIR)}
-    return ssh_script_argv(target, shlex.join(["bash", "-c", script]))
+    return ssh_script_argv(target, shlex.join(["bash", "-c", DELIVER_SCRIPT, "deliver-credentials", CREDENTIALS_DIR]))
 
 
 def frames(values: Mapping[str, bytes]) -> bytes:

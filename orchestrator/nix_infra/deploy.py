@@ -36,15 +36,30 @@ from nix_infra.ssh import SshTarget, nix_sshopts, run_remote, run_remote_command
 
 Events = Callable[[dict[str, Any]], None]
 
-# Units that must be active on every node after a switch, by node type. Later
-# capabilities add theirs (etcd on ctrl, the mesh proxy, ...).
+# Units that must be active after a switch, by node type (what node_types/ enable);
+# key_units() adds the mesh proxy where the node consumes groups, and its apps' units.
 KEY_UNITS: dict[str, tuple[str, ...]] = {
-    "ctrl": ("sshd.service",),
-    "worker": ("sshd.service",),
-    "service": ("sshd.service",),
-    "ingress": ("sshd.service",),
-    "registry": ("sshd.service",),
+    "ctrl": ("sshd.service", "etcd.service", "flannel.service"),
+    "worker": ("sshd.service", "flannel.service"),
+    "service": ("sshd.service", "flannel.service"),
+    "ingress": ("sshd.service", "flannel.service", "nginx.service"),
+    "registry": ("sshd.service", "flannel.service", "docker-registry.service", "nix-serve.service"),
 }
+MESH_UNITS = ("nix-infra-mesh-haproxy.service", "nix-infra-confd.service")
+
+
+def key_units(manifest: Manifest, node: Node) -> tuple[str, ...]:
+    """The units the health gate checks on a node: its type's, the mesh proxy's, its apps' and their registrations."""
+    units = list(KEY_UNITS.get(node.type, ()))
+    if node.consumes:
+        units += MESH_UNITS
+    apps = manifest.raw.get("apps", {})
+    for app in node.apps:
+        unit = apps.get(app, {}).get("unit") if isinstance(apps.get(app), dict) else None
+        if unit:
+            units.append(unit)
+        units.append(f"nix-infra-register-{app}.service")
+    return tuple(dict.fromkeys(units))
 
 
 @dataclass(frozen=True)
@@ -231,7 +246,7 @@ class Deployer:
     # ---- health ------------------------------------------------------------------------------
     def healthy(self, target: SshTarget, node: Node) -> str | None:
         """None when healthy, else why not (after retrying until the health timeout)."""
-        units = KEY_UNITS.get(node.type, ())
+        units = key_units(self.manifest, node)
         check = ["/bin/sh", "-c", 'systemctl is-system-running; echo "--"; systemctl is-active "$@"', "health", *units]
         deadline = time.monotonic() + self.options.health_timeout
         while True:

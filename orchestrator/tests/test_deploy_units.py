@@ -179,3 +179,19 @@ def test_target_selection(example_manifest: dict[str, Any]) -> None:
     for bad, message in [("nope", "no such node"), ("@db", "not a node type"), ("@tier=api", "no node matches")]:
         with pytest.raises(NixInfraError, match=message):
             select(m, [bad])
+
+
+def test_key_units_follow_the_node_type_mesh_and_apps(example_manifest: dict[str, Any]) -> None:
+    from nix_infra.deploy import key_units
+    from nix_infra.manifest import parse_manifest
+
+    m = parse_manifest(example_manifest)
+    assert key_units(m, m.nodes["ctrl001"]) == ("sshd.service", "etcd.service", "flannel.service")
+    assert key_units(m, m.nodes["worker001"]) == (
+        "sshd.service",
+        "flannel.service",
+        "nix-infra-mesh-haproxy.service",
+        "nix-infra-confd.service",
+        "podman-api.service",
+        "nix-infra-register-api.service",
+    )

@@ -5,13 +5,17 @@
 
   outputs =
     { nix-infra, ... }:
-    nix-infra.lib.mkCluster {
-      spec = import ./cluster.nix;
-      # Per-node NixOS modules, e.g. worker001 = [ ./app_modules/api.nix ];
-      modules = { };
+    nix-infra.lib.mkClusterFlake {
+      cluster = ./cluster.nix;
+      # IPv6 addresses and more, as `nix-infra provision` recorded them
+      facts = ./facts;
+      # NixOS modules for every node, e.g. nix-infra.appModules.postgresql
+      modules = [ ];
+      # per node, e.g. worker001 = [ ./app_modules/api.nix ];
+      nodeModules = { };
     }
     // {
-      # `nix run .#deploy -- plan` and friends.
+      # `nix run .#deploy -- plan` and friends
       inherit (nix-infra) apps;
     };
 }

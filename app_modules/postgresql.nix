@@ -1,0 +1,79 @@
+# PostgreSQL as a mesh service. In the cluster spec:
+#
+#   apps.db = { group = "services"; port = 5432; publish = 5432; nodes = [ "svc001" ];
+#               unit = "postgresql.service"; protocol = "tcp"; secrets = [ "db-password" ]; };
+#
+# and in the flake: modules = [ nix-infra.appModules.postgresql ] with
+#
+#   nixInfra.postgresql = { app = "db"; database = "app"; user = "app"; passwordSecret = "db-password"; };
+#
+# PostgreSQL listens on 127.0.0.1 and the node's private IP at the app's port,
+# accepts password logins (scram-sha-256) from the private network only, and
+# sets the user's password from the secret (a credential; never in argv or the store).
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.nixInfra.postgresql;
+  node = config.nixInfra.node;
+  app = config.nixInfra.apps.${cfg.app};
+  hosted = config.nixInfra.apps ? ${cfg.app};
+  inherit (lib) mkEnableOption mkIf mkOption types;
+in
+{
+  options.nixInfra.postgresql = {
+    enable = mkEnableOption "PostgreSQL for the app named `app`, on the nodes that app is placed on" // { default = true; };
+    app = mkOption { type = types.str; default = "postgres"; description = "The app's name in the cluster spec."; };
+    database = mkOption { type = types.str; default = "app"; description = "Database created for the consumers."; };
+    user = mkOption { type = types.str; default = "app"; description = "Role that owns `database` and logs in with the password."; };
+    passwordSecret = mkOption {
+      type = types.str;
+      default = "${cfg.app}-password";
+      defaultText = "<app>-password";
+      description = "Secret holding the role's password; it must be one of the app's `secrets` in the spec.";
+    };
+    package = mkOption {
+      type = types.package;
+      default = pkgs.postgresql_17;
+      defaultText = "pkgs.postgresql_17";
+      description = "PostgreSQL package (major upgrades need a dump and restore).";
+    };
+  };
+
+  config = mkIf (cfg.enable && hosted) {
+    assertions = [
+      {
+        assertion = app.unit == "postgresql.service";
+        message = "apps.${cfg.app}.unit must be \"postgresql.service\" in the cluster spec (it is ${app.unit}).";
+      }
+      {
+        assertion = builtins.elem cfg.passwordSecret app.secrets;
+        message = "apps.${cfg.app}.secrets must list ${cfg.passwordSecret} (nixInfra.postgresql.passwordSecret).";
+      }
+    ];
+
+    services.postgresql = {
+      enable = true;
+      package = cfg.package;
+      enableTCPIP = true;
+      settings = {
+        port = app.port;
+        listen_addresses = lib.mkForce "127.0.0.1,${node.privateIp}";
+        password_encryption = "scram-sha-256";
+      };
+      authentication = lib.mkAfter ''
+        host ${cfg.database} ${cfg.user} ${node.privateNetwork} scram-sha-256
+      '';
+      ensureDatabases = [ cfg.database ];
+      ensureUsers = [ { name = cfg.user; ensureDBOwnership = cfg.user == cfg.database; } ];
+    };
+
+    # The password goes through psql's stdin and an environment variable of psql
+    # alone: never in argv (visible to every user) or in the store.
+    systemd.services.postgresql.postStart = lib.mkAfter ''
+      PGPW="$(< "$CREDENTIALS_DIRECTORY/${cfg.passwordSecret}")" \
+        ${cfg.package}/bin/psql -v ON_ERROR_STOP=1 -p ${toString app.port} -d postgres <<'SQL'
+      \getenv pw PGPW
+      ALTER ROLE "${cfg.user}" WITH LOGIN PASSWORD :'pw';
+      SQL
+    '';
+  };
+}

@@ -1,0 +1,64 @@
+# The encrypted overlay: flannel with its WireGuard backend, state in the
+# cluster's etcd over TLS (the node's client certificate, from credentials),
+# inter-node traffic on the private network. The WireGuard UDP port is opened
+# on the private interface only (lib puts it in the node's private firewall ports).
+{ config, lib, ... }:
+let
+  cfg = config.nixInfra.overlay;
+  node = config.nixInfra.node;
+  etcd = config.nixInfra.etcd;
+  inherit (lib) mkEnableOption mkIf mkOption types;
+  cred = name: "/run/credentials/flannel.service/${name}";
+in
+{
+  options.nixInfra.overlay = {
+    enable = mkEnableOption "the flannel overlay network with the WireGuard backend";
+
+    network = mkOption {
+      type = types.str;
+      default = "10.244.0.0/16";
+      description = "The overlay's address range; each node leases a /24 of it (lib: constants.overlay.network).";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 51820;
+      description = "WireGuard's UDP port (flannel-wg), reachable on the private interface only.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = builtins.elem cfg.port node.firewall.private.udp;
+        message = "nixInfra.overlay.port ${toString cfg.port} is not among the node's private UDP ports; flannel peers could not reach it.";
+      }
+    ];
+
+    services.flannel = {
+      enable = true;
+      network = cfg.network;
+      # peers talk over the private network, never the public one
+      iface = node.privateInterface;
+      publicIp = node.privateIp;
+      storageBackend = "etcd";
+      etcd = {
+        endpoints = etcd.endpoints;
+        caFile = cred "nix-infra-etcd-ca";
+        certFile = cred "nix-infra-etcd-client-cert";
+        keyFile = cred "nix-infra-etcd-client-key";
+      };
+      backend = {
+        Type = "wireguard";
+        ListenPort = cfg.port;
+        PersistentKeepaliveInterval = 25;
+      };
+    };
+
+    systemd.services.flannel.serviceConfig.LoadCredentialEncrypted = map (n: "${n}:${node.credentialsDir}/${n}.cred") [
+      "nix-infra-etcd-ca"
+      "nix-infra-etcd-client-cert"
+      "nix-infra-etcd-client-key"
+    ];
+  };
+}
