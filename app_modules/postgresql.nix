@@ -66,14 +66,28 @@ in
       ensureUsers = [ { name = cfg.user; ensureDBOwnership = cfg.user == cfg.database; } ];
     };
 
-    # The password goes through psql's stdin and an environment variable of psql
-    # alone: never in argv (visible to every user) or in the store.
-    systemd.services.postgresql.postStart = lib.mkAfter ''
-      PGPW="$(< "$CREDENTIALS_DIRECTORY/${cfg.passwordSecret}")" \
-        ${cfg.package}/bin/psql -v ON_ERROR_STOP=1 -p ${toString app.port} -d postgres <<'SQL'
-      \getenv pw PGPW
-      ALTER ROLE "${cfg.user}" WITH LOGIN PASSWORD :'pw';
-      SQL
-    '';
+    # Sets the role's password after postgresql-setup.service created the role; restarted
+    # with postgresql.service (PartOf), which a rotation of the secret restarts. The
+    # password goes through psql's stdin and psql's environment only: never argv or the store.
+    systemd.services.nix-infra-postgresql-password = {
+      description = "nix-infra: set the password of PostgreSQL role ${cfg.user} from its credential";
+      wantedBy = [ "postgresql.service" ];
+      partOf = [ "postgresql.service" ];
+      requires = [ "postgresql-setup.service" ];
+      after = [ "postgresql-setup.service" ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        User = "postgres";
+        LoadCredentialEncrypted = [ "${cfg.passwordSecret}:${node.credentialsDir}/${cfg.passwordSecret}.cred" ];
+      };
+      script = ''
+        PGPW="$(< "$CREDENTIALS_DIRECTORY/${cfg.passwordSecret}")" \
+          ${cfg.package}/bin/psql -v ON_ERROR_STOP=1 -p ${toString app.port} -d postgres <<'SQL'
+        \getenv pw PGPW
+        ALTER ROLE "${cfg.user}" WITH LOGIN PASSWORD :'pw';
+        SQL
+      '';
+    };
   };
 }
