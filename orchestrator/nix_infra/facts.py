@@ -123,10 +123,23 @@ class FactsStore:
             self._write(facts)
 
     def _write(self, facts: NodeFacts) -> None:
-        _write_atomically(self.directory / f"{facts.node}.json", json.dumps(facts.to_json(), indent=2) + "\n")
+        # known_hosts first: facts with an address then always have their pinned key,
+        # even if this process is killed between the two writes
         if facts.public_ipv4 is not None:
-            host = facts.public_ipv4 if facts.ssh_port == 22 else f"[{facts.public_ipv4}]:{facts.ssh_port}"
-            self._pin(facts.node, [host], facts.host_key)
+            self._pin(facts.node, [self._host(facts)], facts.host_key)
+        _write_atomically(self.directory / f"{facts.node}.json", json.dumps(facts.to_json(), indent=2) + "\n")
+
+    @staticmethod
+    def _host(facts: NodeFacts) -> str:
+        assert facts.public_ipv4 is not None
+        return facts.public_ipv4 if facts.ssh_port == 22 else f"[{facts.public_ipv4}]:{facts.ssh_port}"
+
+    def is_pinned(self, facts: NodeFacts) -> bool:
+        """Whether known_hosts holds exactly this node's address and key."""
+        if facts.public_ipv4 is None or not self.known_hosts.exists():
+            return False
+        key = " ".join(facts.host_key.split()[:2])
+        return f"{self._host(facts)} {key} {MARK}{facts.node}" in self.known_hosts.read_text().splitlines()
 
     def pin(self, node: str, hosts: list[str], public_key: str) -> None:
         """Make `public_key` the only key known_hosts accepts for `node`'s hosts."""

@@ -139,6 +139,35 @@ def test_facts_and_known_hosts(tmp_path: Path) -> None:
     assert "PRIVATE" not in "".join(p.read_text() for p in (tmp_path / "facts").iterdir() if p.is_file())
 
 
+def test_a_cut_off_facts_write_never_leaves_an_address_without_its_pinned_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between the two writes: the key is pinned first, so facts with an address imply a pin."""
+    import nix_infra.facts as facts_module
+
+    store = FactsStore(tmp_path / "facts")
+    key = generate_host_key().public
+    store.write(NodeFacts("w1", key, None))  # written before the server is created
+    real = facts_module._write_atomically
+
+    def killed_at_the_json(path: Path, text: str) -> None:
+        if path.suffix == ".json":
+            raise KeyboardInterrupt  # stands for SIGKILL between the writes
+        real(path, text)
+
+    monkeypatch.setattr(facts_module, "_write_atomically", killed_at_the_json)
+    with pytest.raises(KeyboardInterrupt):
+        store.write(NodeFacts("w1", key, "198.51.100.7"))
+    monkeypatch.undo()
+    # the old facts (no address) remain, so the next provision completes them; the pin is already there
+    assert store.read("w1") == NodeFacts("w1", key, None)
+    done = NodeFacts("w1", key, "198.51.100.7")
+    assert store.is_pinned(done)
+    store.known_hosts.unlink()  # facts with an address but no pin: repaired by the next provision
+    store.write(done)
+    assert store.is_pinned(done)
+
+
 def test_concurrent_pins_lose_nothing(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

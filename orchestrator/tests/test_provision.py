@@ -354,3 +354,18 @@ def test_help_explains_with_examples(capsys: pytest.CaptureFixture[str], command
     assert code == 0
     assert "Examples:" in out
     assert "nix-infra" in out
+
+
+def test_a_missing_pin_is_repaired_by_the_next_provision(
+    capsys: pytest.CaptureFixture[str], hcloud_env: dict[str, str], manifest_file: Path
+) -> None:
+    """Facts with an address but no known_hosts line (a run cut off between the two writes)."""
+    code, _, err = cli(capsys, "--manifest", str(manifest_file), "--yes", "provision")
+    assert code == 0, err
+    known_hosts = Path("facts") / "known_hosts"
+    pinned = known_hosts.read_text()
+    known_hosts.unlink()
+    code, _, err = cli(capsys, "--manifest", str(manifest_file), "--yes", "provision")
+    assert code == 0, err
+    assert "~ known_hosts: pinned ctrl001" in err and "~ known_hosts: pinned worker001" in err
+    assert known_hosts.read_text() == pinned

@@ -342,6 +342,9 @@ def complete_facts(facts: FactsStore, desired: Desired, actual: Actual, progress
         elif known.public_ipv4 is None and server.public_ipv4 is not None:
             facts.write(replace(known, public_ipv4=server.public_ipv4, public_ipv6=server.public_ipv6))
             progress(f"~ facts of {server.node}: address {server.public_ipv4}")
+        elif known.public_ipv4 is not None and not facts.is_pinned(known):
+            facts.write(known)  # a run written by an older nix-infra was cut off before pinning
+            progress(f"~ known_hosts: pinned {server.node}")
     return unknown
 
 
