@@ -119,3 +119,8 @@ class Activation:
 def current_system_command() -> list[str]:
     """What the node runs now."""
     return ["readlink", "-f", "/run/current-system"]
+
+
+def probe_command(credentials_dir: str = "/var/lib/nix-infra/credentials") -> list[str]:
+    """What the node runs now (first line), then the credential files it holds, one per line."""
+    return ["/bin/sh", "-c", f"readlink -f /run/current-system; ls -1 {credentials_dir} 2>/dev/null || true"]

@@ -473,7 +473,7 @@ def deploy_cmd(
     for secret in sorted({s for n in targets for s in planned.nodes[n].credentials}):
         store.get(secret, opts.identity())  # a wrong identity fails here too, with the file named
     if not no_provision:
-        client, desired = opts.hetzner()
+        client, desired = opts.hetzner(planned)
         actual, p = current_plan(client, desired)
         if p.problems:
             raise problems_error(p)
@@ -484,7 +484,7 @@ def deploy_cmd(
             Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port).apply(p)
             actual = read_actual(client, desired.cluster)
         settle_facts(opts, desired, actual, console)
-    manifest = opts.load_manifest()
+    manifest = planned  # evaluated once per run
     nodes = select(manifest, on)
     deployer = Deployer(
         manifest,
@@ -509,7 +509,9 @@ def deploy_cmd(
         raise NixInfraError(f"seeding etcd failed: {deployer.seed_error}")
 
 
-def _prepare_delivery(opts: Options, manifest: Manifest, nodes: list[str], with_pki: bool) -> Callable[[str], str]:
+def _prepare_delivery(
+    opts: Options, manifest: Manifest, nodes: list[str], with_pki: bool
+) -> Callable[[str, list[str]], str | None]:
     """Check now that every needed secret exists; return the per-node delivery step."""
     from nix_infra.cli_secrets import missing_message
     from nix_infra.controlplane import node_pki_credentials
@@ -524,10 +526,12 @@ def _prepare_delivery(opts: Options, manifest: Manifest, nodes: list[str], with_
         opts.identity()  # a wrong or missing identity fails here, before any node is touched
     facts, settings = opts.facts(), opts.ssh_settings()
 
-    def one(name: str) -> str:
+    def one(name: str, held: list[str]) -> str | None:
         node = manifest.nodes[name]
         extra = node_pki_credentials(opts.repo_dir(), node, opts.identity) if with_pki else {}
         values = node_values(node, lambda s: store.get(s, opts.identity()), extra)
+        if not values and not held:
+            return None  # nothing to put, nothing to remove: no connection
         r = deliver(ssh_target(node, facts, settings), node, values)
         return f"credentials: {len(r.changed)} changed, {len(r.unchanged)} unchanged, {len(r.removed)} removed" + (
             f"; restarted {', '.join(r.restarted)}" if r.restarted else ""

@@ -7,16 +7,18 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from nix_infra.controlplane import DirectEndpoint, connect, init_repo, issue_certificates
 from nix_infra.deploy import ssh_target
 from nix_infra.errors import NixInfraError
-from nix_infra.etcd import Etcd, SeedResult, decode_value, seed
 from nix_infra.options import Options
 from nix_infra.pki import Pki, wanted_certificates
+
+if TYPE_CHECKING:  # grpc (via the etcd client) loads only for the etcd commands
+    from nix_infra.etcd import Etcd, SeedResult
 
 
 @click.command("init")
@@ -160,6 +162,8 @@ def etcd_group(
 @contextmanager
 def _etcd(opts: Options) -> Iterator[Etcd]:
     direct: DirectEndpoint | None = click.get_current_context().meta.get("nix_infra.etcd_direct")
+    from nix_infra.etcd import Etcd
+
     if direct is not None:
         with Etcd(direct.url, direct.tls()) as etcd:
             yield etcd
@@ -227,6 +231,8 @@ def etcd_seed_cmd(opts: Options, dry_run: bool) -> None:
       nix-infra etcd seed
       nix-infra --json etcd seed
     """
+    from nix_infra.etcd import seed
+
     manifest = opts.load_manifest()
     with _etcd(opts) as etcd:
         result = seed(etcd, manifest.etcd_seed, dry_run=dry_run)
@@ -244,6 +250,8 @@ def etcd_get_cmd(opts: Options, prefix: str) -> None:
       nix-infra etcd get /cluster/nodes/
       nix-infra etcd get /cluster/backends/api/instances/
     """
+    from nix_infra.etcd import decode_value
+
     with _etcd(opts) as etcd:
         found = etcd.get_prefix(prefix)
     click.echo(json.dumps({k: decode_value(v) for k, (v, _) in found.items()}, indent=2, sort_keys=True))

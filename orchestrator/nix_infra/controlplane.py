@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nix_infra.agestore import (
     RECIPIENTS_FILE,
@@ -20,11 +21,13 @@ from nix_infra.agestore import (
     write_atomically,
 )
 from nix_infra.errors import NixInfraError
-from nix_infra.etcd import Etcd, TlsMaterial
 from nix_infra.manifest import Manifest, Node
 from nix_infra.pki import Pki, wanted_certificates
 from nix_infra.ssh import SshTarget
 from nix_infra.tunnel import forward
+
+if TYPE_CHECKING:  # the etcd client pulls in grpc (0.1 s): imported when a command needs it
+    from nix_infra.etcd import Etcd, TlsMaterial
 
 RECIPIENTS_HEADER = """\
 # Who can decrypt this cluster's secrets and keys: age public keys (age1...)
@@ -101,6 +104,8 @@ class DirectEndpoint:
     key: Path
 
     def tls(self) -> TlsMaterial:
+        from nix_infra.etcd import TlsMaterial
+
         def read(option: str, path: Path) -> bytes:
             try:
                 return path.read_bytes()
@@ -111,6 +116,8 @@ class DirectEndpoint:
 
 
 def admin_tls(repo: Path, identity: Identity) -> TlsMaterial:
+    from nix_infra.etcd import TlsMaterial
+
     pki = Pki(repo)
     return TlsMaterial(ca=pki.ca_pem(), cert=pki.certificate_pem("admin"), key=pki.private_key_pem("admin", identity))
 
@@ -127,6 +134,8 @@ def connect(
 
     Tries the ctrl nodes in manifest order and uses the first whose tunnel comes up.
     """
+    from nix_infra.etcd import Etcd
+
     if not manifest.etcd.members:
         raise NixInfraError("the manifest has no ctrl node, so there is no etcd to reach")
     tls = admin_tls(repo, identity())

@@ -40,7 +40,9 @@ class DeliveryResult:
 
 
 def deliver_argv(target: SshTarget) -> list[str]:
-    return ssh_script_argv(target, shlex.join(["bash", "-c", DELIVER_SCRIPT, "deliver-credentials", CREDENTIALS_DIR]))
+    # --norc: bash started by sshd reads ~/.bashrc even when not interactive (seen costing 0.2 s)
+    script = ["bash", "--norc", "--noprofile", "-c", DELIVER_SCRIPT, "deliver-credentials", CREDENTIALS_DIR]
+    return ssh_script_argv(target, shlex.join(script))
 
 
 def frames(values: Mapping[str, bytes]) -> bytes:

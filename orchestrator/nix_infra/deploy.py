@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nix_infra.activate import Activation, current_system_command
+from nix_infra.activate import Activation, current_system_command, probe_command
 from nix_infra.bootstrap import install
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
@@ -156,8 +156,10 @@ class Deployer:
     # the end): seeds etcd's static mesh keys. Raises NixInfraError on failure.
     seeder: Callable[[], None] | None = None
     seed_error: str | None = None
-    # Delivers a node's credentials (before anything is activated); returns a summary line.
-    deliverer: Callable[[str], str] | None = None
+    # Delivers a node's credentials (before anything is activated), given the ones it holds
+    # now (from the probe); returns a summary line, or None when there was nothing to do.
+    deliverer: Callable[[str, list[str]], str | None] | None = None
+    held_credentials: dict[str, list[str]] = field(default_factory=dict)
 
     def emit(self, event: str, node: str | None = None, **data: Any) -> None:
         self.events({"event": event, "node": node, "time": round(time.time(), 3), **data})
@@ -297,20 +299,25 @@ class Deployer:
             raise NixInfraError("\n".join(errors) + "\ninstalling NixOS failed; nothing was deployed")
 
     def probe(self, targets: dict[str, SshTarget]) -> dict[str, str | None]:
-        """What every node runs now (one round trip each, in parallel); unreachable nodes are an error."""
+        """What every node runs now, and which credentials it holds (one round trip each, in
+        parallel); unreachable nodes are an error."""
 
-        def one(target: SshTarget) -> tuple[str, str | None, str]:
-            result = run_remote(target, current_system_command(), check=False, timeout=30)
-            return target.node, result.stdout.strip() or None, result.stderr.strip() if result.returncode else ""
+        def one(target: SshTarget) -> tuple[str, str | None, list[str], str]:
+            result = run_remote(target, probe_command(), check=False, timeout=30)
+            lines = result.stdout.strip().splitlines()
+            creds = sorted(line.removesuffix(".cred") for line in lines[1:] if line.endswith(".cred"))
+            err = result.stderr.strip() if result.returncode else ""
+            return target.node, (lines[0].strip() or None) if lines else None, creds, err
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
             found = list(pool.map(one, targets.values()))
         errors = [
-            f"{node}: unreachable: {err.splitlines()[-1] if err else 'no answer'}" for node, _, err in found if err
+            f"{node}: unreachable: {err.splitlines()[-1] if err else 'no answer'}" for node, _, _, err in found if err
         ]
         if errors:
             raise NixInfraError("\n".join(errors) + "\nnothing was copied or activated")
-        return {node: current for node, current, _ in found}
+        self.held_credentials = {node: creds for node, _, creds, _ in found}
+        return {node: current for node, current, _, _ in found}
 
     def run(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
         if not nodes:
@@ -390,11 +397,12 @@ class Deployer:
         deliverer = self.deliverer
 
         def one(name: str) -> str | None:
-            self.emit("phase", name, phase="credentials")
             try:
-                self.emit("credentials", name, summary=deliverer(name))
+                summary = deliverer(name, self.held_credentials.get(name, []))
             except NixInfraError as exc:
                 return exc.message
+            if summary is not None:
+                self.emit("credentials", name, summary=summary)
             return None
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:

@@ -70,12 +70,12 @@ class Options:
                 return Path(local)
         return Path.cwd()
 
-    def hetzner(self) -> tuple[Client, Desired]:
+    def hetzner(self, manifest: Manifest | None = None) -> tuple[Client, Desired]:
         """Token first (a missing one fails before any work), then manifest, then a client."""
         from nix_infra.hetzner.client import make_client, resolve_token, settings_from_env
         from nix_infra.hetzner.model import desired_state
 
         token = resolve_token(os.environ, self.repo_dir())
         settings = settings_from_env(os.environ, self.repo_dir())
-        desired = desired_state(self.load_manifest())
+        desired = desired_state(manifest or self.load_manifest())
         return make_client(token, settings), desired

@@ -203,6 +203,9 @@ def test_delivery_rotation_and_removal(secure: Cluster, capsys: pytest.CaptureFi
     assert not any(TOKEN in a or DBPASS in a for a in seen)
     assert TOKEN.decode() not in err and DBPASS.decode() not in err  # nor in the --debug log
     assert any(b"systemd-creds" in a for a in seen)  # the sampler did run during delivery
+    # a node that needs no credential and holds none is not even contacted for them
+    assert [line for line in err.splitlines() if "credentials:" in line and "worker002" in line] == []
+    assert any("credentials:" in line and "worker001" in line for line in err.splitlines())
 
     d = creds_dir(secure, "worker001")
     assert sorted(p.name for p in d.iterdir()) == ["api-token.cred", "db-pass.cred"]
