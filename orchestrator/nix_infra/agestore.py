@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pyrage import ssh, x25519
 
 from nix_infra.errors import NixInfraError
+from nix_infra.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +83,6 @@ def encrypt(plaintext: bytes, recipients: list[Recipient]) -> bytes:
         raise NixInfraError("no recipients to encrypt to")
     ciphertext: bytes = pyrage.encrypt(plaintext, [r.key for r in recipients])
     return ciphertext
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` in one rename, so a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_encrypted(path: Path, plaintext: bytes, recipients: list[Recipient]) -> None:

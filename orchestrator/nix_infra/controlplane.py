@@ -18,9 +18,9 @@ from nix_infra.agestore import (
     Recipient,
     load_recipients,
     parse_recipients,
-    write_atomically,
 )
 from nix_infra.errors import NixInfraError
+from nix_infra.files import write_atomically
 from nix_infra.manifest import Manifest, Node
 from nix_infra.pki import Pki, wanted_certificates
 from nix_infra.ssh import SshTarget

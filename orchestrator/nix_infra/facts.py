@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nix_infra.errors import NixInfraError
+from nix_infra.files import write_atomically
 
 MARK = "nix-infra:"
 
@@ -81,15 +80,6 @@ class NodeFacts:
         )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # public data, committed with the cluster repo
-    os.replace(tmp, path)
-
-
 _LOCK = threading.Lock()
 
 
@@ -127,7 +117,7 @@ class FactsStore:
         # even if this process is killed between the two writes
         if facts.public_ipv4 is not None:
             self._pin(facts.node, [self._host(facts)], facts.host_key)
-        _write_atomically(self.directory / f"{facts.node}.json", json.dumps(facts.to_json(), indent=2) + "\n")
+        write_atomically(self.directory / f"{facts.node}.json", (json.dumps(facts.to_json(), indent=2) + "\n").encode())
 
     @staticmethod
     def _host(facts: NodeFacts) -> str:
@@ -151,7 +141,7 @@ class FactsStore:
         kept = [line for line in lines if not line.endswith(f" {MARK}{node}")]
         key = " ".join(public_key.split()[:2])
         kept.append(f"{','.join(hosts)} {key} {MARK}{node}")
-        _write_atomically(self.known_hosts, "\n".join(sorted(kept)) + "\n")
+        write_atomically(self.known_hosts, ("\n".join(sorted(kept)) + "\n").encode())
 
     def forget(self, node: str) -> None:
         with _locked(self.directory):
@@ -160,7 +150,6 @@ class FactsStore:
     def _forget(self, node: str) -> None:
         if self.known_hosts.exists():
             lines = self.known_hosts.read_text().splitlines()
-            _write_atomically(
-                self.known_hosts, "".join(f"{line}\n" for line in lines if not line.endswith(f" {MARK}{node}"))
-            )
+            kept = "".join(f"{line}\n" for line in lines if not line.endswith(f" {MARK}{node}"))
+            write_atomically(self.known_hosts, kept.encode())
         (self.directory / f"{node}.json").unlink(missing_ok=True)

@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from nix_infra.agestore import Identity, Recipient, write_atomically, write_encrypted
+from nix_infra.agestore import Identity, Recipient, write_encrypted
 from nix_infra.errors import NixInfraError
+from nix_infra.files import write_atomically
 from nix_infra.manifest import Manifest
 
 PKI_DIR = Path("pki")

@@ -149,14 +149,14 @@ def test_a_cut_off_facts_write_never_leaves_an_address_without_its_pinned_key(
     store = FactsStore(tmp_path / "facts")
     key = generate_host_key().public
     store.write(NodeFacts("w1", key, None))  # written before the server is created
-    real = facts_module._write_atomically
+    real = facts_module.write_atomically
 
-    def killed_at_the_json(path: Path, text: str) -> None:
+    def killed_at_the_json(path: Path, data: bytes, mode: int = 0o644) -> None:
         if path.suffix == ".json":
             raise KeyboardInterrupt  # stands for SIGKILL between the writes
-        real(path, text)
+        real(path, data, mode)
 
-    monkeypatch.setattr(facts_module, "_write_atomically", killed_at_the_json)
+    monkeypatch.setattr(facts_module, "write_atomically", killed_at_the_json)
     with pytest.raises(KeyboardInterrupt):
         store.write(NodeFacts("w1", key, "198.51.100.7"))
     monkeypatch.undo()
