@@ -461,17 +461,9 @@ def deploy_cmd(
     from nix_infra.hetzner.render import render_plan
 
     console = progress_printer()
-    from nix_infra.cli_secrets import missing_message
-    from nix_infra.secrets import SecretStore, missing_secrets
-
     planned = opts.load_manifest()
-    store = SecretStore(opts.repo_dir())
-    targets = [n.name for n in select(planned, on)]
-    missing = missing_secrets(store, planned, targets)
-    if missing:  # before anything in the cloud or on a node is touched
-        raise NixInfraError(missing_message(missing))
-    for secret in sorted({s for n in targets for s in planned.nodes[n].credentials}):
-        store.get(secret, opts.identity())  # a wrong identity fails here too, with the file named
+    # before anything in the cloud or on a node is touched: every secret there, and it decrypts
+    secrets = _needed_secrets(opts, planned, [n.name for n in select(planned, on)])
     if not no_provision:
         client, desired = opts.hetzner(planned)
         actual, p = current_plan(client, desired)
@@ -495,7 +487,7 @@ def deploy_cmd(
     )
     if not no_seed:
         deployer.seeder = _prepare_seeding(opts, manifest, deployer)
-    deployer.deliverer = _prepare_delivery(opts, manifest, [n.name for n in nodes], with_pki=not no_seed)
+    deployer.deliverer = _prepare_delivery(opts, manifest, secrets, with_pki=not no_seed)
     outcomes = deployer.run(nodes)
     _summary(opts, outcomes, console)
     failed = [o for o in outcomes if not o.ok]
@@ -509,27 +501,33 @@ def deploy_cmd(
         raise NixInfraError(f"seeding etcd failed: {deployer.seed_error}")
 
 
-def _prepare_delivery(
-    opts: Options, manifest: Manifest, nodes: list[str], with_pki: bool
-) -> Callable[[str, list[str]], str | None]:
-    """Check now that every needed secret exists; return the per-node delivery step."""
+def _needed_secrets(opts: Options, manifest: Manifest, nodes: list[str]) -> dict[str, bytes]:
+    """The values of every secret the nodes need, decrypted into memory; a missing secret
+    (naming the nodes) or an identity that cannot decrypt one is an error."""
     from nix_infra.cli_secrets import missing_message
-    from nix_infra.controlplane import node_pki_credentials
-    from nix_infra.delivery import deliver, node_values
     from nix_infra.secrets import SecretStore, missing_secrets
 
     store = SecretStore(opts.repo_dir())
     missing = missing_secrets(store, manifest, nodes)
     if missing:
         raise NixInfraError(missing_message(missing))
-    if any(manifest.nodes[n].credentials for n in nodes):
-        opts.identity()  # a wrong or missing identity fails here, before any node is touched
+    return {s: store.get(s, opts.identity()) for s in sorted({s for n in nodes for s in manifest.nodes[n].credentials})}
+
+
+def _prepare_delivery(
+    opts: Options, manifest: Manifest, secrets: dict[str, bytes], with_pki: bool
+) -> Callable[[str, list[str]], str | None]:
+    """The per-node delivery step: the node's secrets (decrypted once, before anything was touched),
+    plus its PKI material."""
+    from nix_infra.controlplane import node_pki_credentials
+    from nix_infra.delivery import deliver, node_values
+
     facts, settings = opts.facts(), opts.ssh_settings()
 
     def one(name: str, held: list[str]) -> str | None:
         node = manifest.nodes[name]
         extra = node_pki_credentials(opts.repo_dir(), node, opts.identity) if with_pki else {}
-        values = node_values(node, lambda s: store.get(s, opts.identity()), extra)
+        values = node_values(node, secrets.__getitem__, extra)
         if not values and not held:
             return None  # nothing to put, nothing to remove: no connection
         r = deliver(ssh_target(node, facts, settings), node, values)
