@@ -463,7 +463,9 @@ def deploy_cmd(
     console = progress_printer()
     planned = opts.load_manifest()
     # before anything in the cloud or on a node is touched: every secret there, and it decrypts
-    secrets = _needed_secrets(opts, planned, [n.name for n in select(planned, on)])
+    from nix_infra.cli_secrets import needed_secrets
+
+    secrets = needed_secrets(opts, planned, [n.name for n in select(planned, on)])
     if not no_provision:
         client, desired = opts.hetzner(planned)
         actual, p = current_plan(client, desired)
@@ -501,36 +503,17 @@ def deploy_cmd(
         raise NixInfraError(f"seeding etcd failed: {deployer.seed_error}")
 
 
-def _needed_secrets(opts: Options, manifest: Manifest, nodes: list[str]) -> dict[str, bytes]:
-    """The values of every secret the nodes need, decrypted into memory; a missing secret
-    (naming the nodes) or an identity that cannot decrypt one is an error."""
-    from nix_infra.cli_secrets import missing_message
-    from nix_infra.secrets import SecretStore, missing_secrets
-
-    store = SecretStore(opts.repo_dir())
-    missing = missing_secrets(store, manifest, nodes)
-    if missing:
-        raise NixInfraError(missing_message(missing))
-    return {s: store.get(s, opts.identity()) for s in sorted({s for n in nodes for s in manifest.nodes[n].credentials})}
-
-
 def _prepare_delivery(
     opts: Options, manifest: Manifest, secrets: dict[str, bytes], with_pki: bool
 ) -> Callable[[str, list[str]], str | None]:
-    """The per-node delivery step: the node's secrets (decrypted once, before anything was touched),
-    plus its PKI material."""
-    from nix_infra.controlplane import node_pki_credentials
-    from nix_infra.delivery import deliver, node_values
-
-    facts, settings = opts.facts(), opts.ssh_settings()
+    """The per-node delivery step of deploy: the node's secrets (decrypted once, before anything
+    was touched) plus its PKI material; a summary line, or None when nothing was to do."""
+    from nix_infra.cli_secrets import deliver_node
 
     def one(name: str, held: list[str]) -> str | None:
-        node = manifest.nodes[name]
-        extra = node_pki_credentials(opts.repo_dir(), node, opts.identity) if with_pki else {}
-        values = node_values(node, secrets.__getitem__, extra)
-        if not values and not held:
-            return None  # nothing to put, nothing to remove: no connection
-        r = deliver(ssh_target(node, facts, settings), node, values)
+        r = deliver_node(opts, manifest, name, secrets, with_pki, held)
+        if r is None:
+            return None
         return f"credentials: {len(r.changed)} changed, {len(r.unchanged)} unchanged, {len(r.removed)} removed" + (
             f"; restarted {', '.join(r.restarted)}" if r.restarted else ""
         )

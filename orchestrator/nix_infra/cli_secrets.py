@@ -33,20 +33,36 @@ def read_value(from_file: Path | None, name: str) -> bytes:
     return value.encode()
 
 
-def deliver_to_nodes(opts: Options, manifest: Manifest, nodes: list[str]) -> list[DeliveryResult]:
-    """Deliver every credential the given nodes need (secrets and PKI material)."""
+def needed_secrets(opts: Options, manifest: Manifest, nodes: list[str]) -> dict[str, bytes]:
+    """The values of every secret the nodes need, decrypted into memory; a missing secret
+    (naming the nodes) or an identity that cannot decrypt one is an error."""
     store = SecretStore(opts.repo_dir())
     missing = missing_secrets(store, manifest, nodes)
     if missing:
         raise NixInfraError(missing_message(missing))
-    facts, settings = opts.facts(), opts.ssh_settings()
-    results = []
-    for name in nodes:
-        node = manifest.nodes[name]
-        extra = node_pki_credentials(opts.repo_dir(), node, opts.identity)
-        values = node_values(node, lambda s: store.get(s, opts.identity()), extra)
-        results.append(deliver(ssh_target(node, facts, settings), node, values))
-    return results
+    wanted = sorted({s for n in nodes for s in manifest.nodes[n].credentials})
+    return {s: store.get(s, opts.identity()) for s in wanted}
+
+
+def deliver_node(
+    opts: Options, manifest: Manifest, name: str, secrets: dict[str, bytes], with_pki: bool, held: list[str] | None
+) -> DeliveryResult | None:
+    """One node's credentials: its secrets (from `secrets`) plus, with_pki, its etcd TLS material.
+    None, without connecting, when the node needs none and holds none (`held` from the probe;
+    None: unknown, so deliver)."""
+    node = manifest.nodes[name]
+    extra = node_pki_credentials(opts.repo_dir(), node, opts.identity) if with_pki else {}
+    values = node_values(node, secrets.__getitem__, extra)
+    if not values and held == []:
+        return None
+    return deliver(ssh_target(node, opts.facts(), opts.ssh_settings()), node, values)
+
+
+def deliver_to_nodes(opts: Options, manifest: Manifest, nodes: list[str]) -> list[DeliveryResult]:
+    """Deliver every credential the given nodes need (secrets and PKI material), now."""
+    secrets = needed_secrets(opts, manifest, nodes)
+    results = [deliver_node(opts, manifest, name, secrets, True, None) for name in nodes]
+    return [r for r in results if r is not None]
 
 
 def missing_message(missing: dict[str, list[str]]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,7 +180,8 @@ def _etcd(opts: Options) -> Iterator[Etcd]:
         yield etcd
 
 
-def print_seed(opts: Options, result: SeedResult, dry_run: bool, echo: Callable[[str], None] = click.echo) -> None:
+def print_seed(opts: Options, result: SeedResult, dry_run: bool) -> None:
+    echo = click.echo
     diff = result.diff
     counts = diff.counts()
     if opts.json_output:
