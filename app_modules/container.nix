@@ -1,18 +1,23 @@
 # A generic container app: what modules/apps.nix runs for any app with an
-# `image`, plus a persistent data directory, extra environment and command.
-# Add it to every node (mkClusterFlake `modules`); it acts only where an app
-# it configures is placed.
+# `image`, plus a persistent data directory, extra environment, command and
+# the user the container runs as. Add it to every node (mkClusterFlake
+# `modules`); it acts only where an app it configures is placed.
 #
 #   nixInfra.containerApps.api = {
 #     dataDir = "/var/lib/api";        # on the node; /data in the container
+#     user = "1000:1000";              # the image's USER, numerically: it owns /run/secrets/* and dataDir
 #     environment.LOG_LEVEL = "info";
 #     cmd = [ "--serve" ];
 #   };
+#
+# The top-level keys of `config` are fixed; which apps it touches is decided
+# inside each value (a `config` whose shape depended on config would recurse).
 { config, lib, ... }:
 let
   cfg = config.nixInfra.containerApps;
-  hosted = name: config.nixInfra.apps ? ${name} && config.nixInfra.apps.${name}.image != null;
-  inherit (lib) mapAttrsToList mkIf mkMerge mkOption types;
+  # the settings of the container apps placed on this node
+  hosted = lib.filterAttrs (name: _: config.nixInfra.apps ? ${name} && config.nixInfra.apps.${name}.image != null) cfg;
+  inherit (lib) mkOption types;
 in
 {
   options.nixInfra.containerApps = mkOption {
@@ -21,24 +26,50 @@ in
     type = types.attrsOf (types.submodule {
       options = {
         dataDir = mkOption {
-          type = types.nullOr types.str;
+          type = types.nullOr (types.strMatching "/[A-Za-z0-9._/-]*");
           default = null;
           example = "/var/lib/api";
-          description = "A directory on the node kept across restarts and deploys, mounted at `mountPath`.";
+          description = "A directory on the node kept across restarts and deploys, mounted at `mountPath`, owned by `user`.";
         };
-        mountPath = mkOption { type = types.str; default = "/data"; description = "Where dataDir appears in the container."; };
+        mountPath = mkOption {
+          type = types.strMatching "/[A-Za-z0-9._/-]*";
+          default = "/data";
+          description = "Where dataDir appears in the container.";
+        };
+        user = mkOption {
+          type = types.nullOr (types.strMatching "[0-9]{1,10}(:[0-9]{1,10})?");
+          default = null;
+          example = "1000:1000";
+          description = ''
+            The uid[:gid] the container runs as (podman --user), numerically: the
+            image's USER when it is not root. It owns the app's secrets at
+            /run/secrets/<name> (mode 0400) and its dataDir. null: the image's
+            own USER runs, and secrets are readable by root only.
+          '';
+        };
         environment = mkOption { type = types.attrsOf types.str; default = { }; description = "Extra environment variables."; };
         cmd = mkOption { type = types.listOf types.str; default = [ ]; description = "Arguments to the image's entrypoint."; };
       };
     });
   };
 
-  config = mkMerge (mapAttrsToList (name: c: mkIf (hosted name) {
-    virtualisation.oci-containers.containers.${name} = {
+  config = {
+    virtualisation.oci-containers.containers = lib.mapAttrs (name: c: {
       environment = c.environment;
       cmd = c.cmd;
+      user = c.user;
       volumes = lib.optional (c.dataDir != null) "${c.dataDir}:${c.mountPath}";
-    };
-    systemd.tmpfiles.rules = lib.optional (c.dataDir != null) "d ${c.dataDir} 0750 root root -";
-  }) cfg);
+    }) hosted;
+
+    systemd.tmpfiles.rules = lib.concatLists (
+      lib.mapAttrsToList (
+        _: c:
+        let
+          uid = if c.user == null then "root" else lib.head (lib.splitString ":" c.user);
+          gid = if c.user == null then "root" else lib.last (lib.splitString ":" c.user);
+        in
+        lib.optional (c.dataDir != null) "d ${c.dataDir} 0750 ${uid} ${gid} -"
+      ) hosted
+    );
+  };
 }

@@ -73,12 +73,16 @@ in
       description = "nix-infra: set the password of PostgreSQL role ${cfg.user} from its credential";
       wantedBy = [ "postgresql.service" ];
       partOf = [ "postgresql.service" ];
+      startLimitIntervalSec = 0;
       requires = [ "postgresql-setup.service" ];
       after = [ "postgresql-setup.service" ];
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
         User = "postgres";
+        # fails until the orchestrator delivered the password, then succeeds by itself
+        Restart = "on-failure";
+        RestartSec = "5s";
         LoadCredentialEncrypted = [ "${cfg.passwordSecret}:${node.credentialsDir}/${cfg.passwordSecret}.cred" ];
       };
       script = ''

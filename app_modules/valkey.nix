@@ -50,5 +50,14 @@ in
       requirePassFile = "/run/credentials/redis-${cfg.app}.service/${cfg.passwordSecret}";
       appendOnly = true;
     };
+    # the unit that reads the password loads it (ExecStartPre=+ reads requirePassFile as
+    # root); until the orchestrator delivered it the unit fails and retries, then comes
+    # up by itself (upstream sets no Restart=)
+    systemd.services."redis-${cfg.app}" = {
+      serviceConfig.LoadCredentialEncrypted = [ "${cfg.passwordSecret}:${node.credentialsDir}/${cfg.passwordSecret}.cred" ];
+      serviceConfig.Restart = lib.mkDefault "on-failure";
+      serviceConfig.RestartSec = lib.mkDefault "5s";
+      startLimitIntervalSec = 0;
+    };
   };
 }

@@ -1,7 +1,7 @@
 # Flake checks. Without a VM: the lib's named tests, the example manifest
 # against its JSON schema, the orchestrator package (which runs its unit
 # tests), and eval-all (every node of the example clusters evaluates). NixOS
-# VM tests (need KVM): mesh, overlay, credentials, app-modules. None of them can run in
+# VM tests (need KVM): mesh, overlay, credentials, app-modules, first-install. None of them can run in
 # nix-infra's own CI machine (no nixpkgs there); .github/workflows/ runs them.
 { pkgs, self, infraLib, disko }:
 let
@@ -58,4 +58,5 @@ in
   overlay = import ./overlay.nix { inherit pkgs self disko; };
   credentials = import ./credentials.nix { inherit pkgs self disko; };
   app-modules = import ./app-modules.nix { inherit pkgs self disko; };
+  first-install = import ./first-install.nix { inherit pkgs self disko; };
 }

@@ -1,18 +1,26 @@
 # Apps on a node: for every app placed here (lib: nodes.<n>.config.apps), its
 # container (virtualisation.oci-containers, podman, host network so that
-# 127.0.0.1 reaches the mesh) unless a native service runs it, its secrets as
-# systemd credentials (LoadCredentialEncrypted=, from the files the
-# orchestrator delivers), the consumer environment (<PREFIX>_HOST/PORT/...),
-# its action scripts, and a registration unit bound to the app's unit that
-# announces the instance in etcd while its health check passes
-# (modules/scripts/register-instance.sh, the script the tests run).
+# 127.0.0.1 reaches the mesh) unless a native service runs it, the consumer
+# environment (<PREFIX>_HOST/PORT/...), its action scripts, and a registration
+# unit bound to the app's unit that announces the instance in etcd while its
+# health check passes (modules/scripts/register-instance.sh, the script the
+# tests run).
+#
+# Secrets: a container's unit loads them (LoadCredentialEncrypted=, from the
+# files the orchestrator delivers) and hands them to the container as
+# /run/secrets/<name>, owned by the container's user (containerApps.<app>.user,
+# default root; modules/scripts/stage-container-secrets.sh). An app a native
+# service runs (image = null) gets its secrets from its own app module, which
+# loads them into exactly the unit that reads them (app_modules/postgresql.nix,
+# valkey.nix): no unit loads a credential it does not read, since a unit whose
+# credential is missing fails to start.
 { config, lib, pkgs, ... }:
 let
   cfg = config.nixInfra.apps;
   node = config.nixInfra.node;
   etcd = config.nixInfra.etcd;
   mesh = config.nixInfra.mesh;
-  inherit (lib) escapeShellArgs filterAttrs mapAttrs' mapAttrsToList mkIf mkMerge mkOption nameValuePair types;
+  inherit (lib) escapeShellArg escapeShellArgs filterAttrs mapAttrs' mapAttrsToList mkDefault mkIf mkMerge mkOption nameValuePair types;
 
   serviceName = unit: lib.removeSuffix ".service" unit;
   credentialLines = names: map (n: "${n}:${node.credentialsDir}/${n}.cred") names;
@@ -42,12 +50,12 @@ let
       unit = mkOption {
         type = types.str;
         default = "podman-${name}.service";
-        description = "The unit that runs the app: it loads the credentials; the registration is bound to it.";
+        description = "The unit that runs the app (a container's: podman-<name>.service); the registration is bound to it, a rotation of its secrets restarts it.";
       };
       secrets = mkOption {
         type = types.listOf types.str;
         default = [ ];
-        description = "Secrets the app gets as credentials: $CREDENTIALS_DIRECTORY/<name>, in a container /run/secrets/<name>.";
+        description = "Secrets the app gets: in a container, /run/secrets/<name> (owned by the container's user); a native app's module loads them into the unit that reads them.";
       };
       environment = mkOption {
         type = types.attrsOf types.str;
@@ -76,7 +84,7 @@ let
     export ETCDCTL_CACERT="$CREDENTIALS_DIRECTORY/nix-infra-etcd-ca"
     export ETCDCTL_CERT="$CREDENTIALS_DIRECTORY/nix-infra-etcd-client-cert"
     export ETCDCTL_KEY="$CREDENTIALS_DIRECTORY/nix-infra-etcd-client-key"
-    exec ${pkgs.bash}/bin/bash ${../scripts/register-instance.sh} ${escapeShellArgs [
+    exec ${pkgs.bash}/bin/bash ${./scripts/register-instance.sh} ${escapeShellArgs [
       "--app" app.registration.app "--group" app.registration.group "--node" app.registration.node
       "--address" app.registration.address "--port" (toString app.registration.port)
       "--ttl" (toString app.registration.ttl) "--interval" (toString app.registration.interval)
@@ -85,6 +93,15 @@ let
   '';
 
   containers = filterAttrs (_: a: a.image != null) cfg;
+
+  # where a container's decrypted secrets are staged for it (tmpfs, removed when the unit stops)
+  secretsDir = name: "/run/nix-infra-secrets/${name}";
+  # the container's user (uid[:gid]) owns its secrets; app_modules/container.nix sets it
+  secretsOwner = name: (config.nixInfra.containerApps.${name} or { }).user or null;
+  stageSecrets = name: a: pkgs.writeShellScript "nix-infra-stage-secrets-${name}" ''
+    exec ${pkgs.bash}/bin/bash ${./scripts/stage-container-secrets.sh} \
+      "$CREDENTIALS_DIRECTORY" ${escapeShellArgs [ (secretsDir name) (toString (secretsOwner name)) ]} -- ${escapeShellArgs a.secrets}
+  '';
 in
 {
   options.nixInfra.apps = mkOption {
@@ -104,10 +121,12 @@ in
       virtualisation.oci-containers.backend = "podman";
       virtualisation.oci-containers.containers = lib.mapAttrs (name: a: {
         inherit (a) image cmd;
+        # the unit lib names (manifest apps.<app>.unit) is the one oci-containers generates
+        serviceName = serviceName a.unit;
         # host network: the app listens on the node's port, 127.0.0.1 reaches the mesh proxy
         extraOptions = [ "--network=host" ];
         environment = mesh.consumerEnv // a.environment;
-        volumes = a.volumes ++ map (s: "/run/credentials/${a.unit}/${s}:/run/secrets/${s}:ro") a.secrets;
+        volumes = a.volumes ++ map (s: "${secretsDir name}/${s}:/run/secrets/${s}:ro") a.secrets;
       }) containers;
 
       environment.etc = lib.listToAttrs (lib.concatLists (mapAttrsToList (app: a:
@@ -119,15 +138,26 @@ in
     }
     {
       systemd.services = lib.mkMerge [
-        # the app's unit loads its secrets
+        # a container's unit loads its secrets and stages them for the container's user;
+        # until the orchestrator delivered them it fails and retries (no start limit),
+        # so it comes up by itself once they are there
         (mapAttrs' (name: a: nameValuePair (serviceName a.unit) {
-          serviceConfig.LoadCredentialEncrypted = credentialLines a.secrets;
-        }) (filterAttrs (_: a: a.secrets != [ ]) cfg))
+          startLimitIntervalSec = 0;
+          serviceConfig = {
+            RestartSec = mkDefault "5s";
+          } // lib.optionalAttrs (a.secrets != [ ]) {
+            LoadCredentialEncrypted = credentialLines a.secrets;
+            ExecStartPre = [ "${stageSecrets name a}" ];
+            RuntimeDirectory = "nix-infra-secrets/${name}";
+            RuntimeDirectoryMode = "0711";
+          };
+        }) containers)
         # one registration unit per app, living and dying with the app's unit
         (mapAttrs' (name: a: nameValuePair "nix-infra-register-${name}" {
           description = "nix-infra: register ${name} in the mesh while healthy";
           wantedBy = [ a.unit ];
           bindsTo = [ a.unit ];
+          wants = [ "network-online.target" ];
           after = [ a.unit "network-online.target" ];
           path = [ pkgs.etcd pkgs.curl pkgs.gawk pkgs.coreutils pkgs.bash ];
           serviceConfig = {

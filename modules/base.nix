@@ -162,9 +162,13 @@ in
     systemd.tmpfiles.rules = [ "d ${cfg.credentialsDir} 0700 root root -" ];
 
     # bounded logs: small disks on small servers
-    services.journald.extraConfig = mkDefault ''
-      SystemMaxUse=1G
-      MaxRetentionSec=30day
-    '';
+    services.journald.settings.Journal = {
+      SystemMaxUse = mkDefault "1G";
+      MaxRetentionSec = mkDefault "30day";
+    };
+
+    # Services bind the private IP (etcd, PostgreSQL, Valkey, the registry), which
+    # Hetzner's DHCP may configure after network.target: let them bind it before it exists.
+    boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind" = mkDefault 1;
   };
 }

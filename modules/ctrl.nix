@@ -80,7 +80,11 @@ in
       extraConf.MAX_TXN_OPS = mkDefault "128";
     };
 
-    systemd.services.etcd.serviceConfig.LoadCredentialEncrypted =
-      map (n: "${n}:${node.credentialsDir}/${n}.cred") credNames;
+    systemd.services.etcd = {
+      serviceConfig.LoadCredentialEncrypted = map (n: "${n}:${node.credentialsDir}/${n}.cred") credNames;
+      # fails until the orchestrator delivered its certificates, then comes up by itself
+      serviceConfig.RestartSec = mkDefault "5s";
+      startLimitIntervalSec = 0;
+    };
   };
 }

@@ -15,6 +15,13 @@ let
   haproxyExe = "${cfg.haproxyPackage}/bin/haproxy";
   emptyConfig = pkgs.writeText "nix-infra-mesh-empty.cfg" cfg.emptyConfig;
   confdDir = "nix-infra/confd";
+  # confd's template resource: it carries haproxy's and systemctl's store paths
+  resource = confdLib.resourceToml {
+    src = "mesh-haproxy.cfg.tmpl";
+    dest = cfg.configPath;
+    checkCmd = "${haproxyExe} -c -f {{.src}}";
+    reloadCmd = "${config.systemd.package}/bin/systemctl reload nix-infra-mesh-haproxy.service";
+  };
 in
 {
   options.nixInfra.mesh = {
@@ -56,12 +63,7 @@ in
     ];
 
     environment.etc."${confdDir}/templates/mesh-haproxy.cfg.tmpl".text = cfg.template;
-    environment.etc."${confdDir}/conf.d/mesh-haproxy.toml".text = confdLib.resourceToml {
-      src = "mesh-haproxy.cfg.tmpl";
-      dest = cfg.configPath;
-      checkCmd = "${haproxyExe} -c -f {{.src}}";
-      reloadCmd = "${config.systemd.package}/bin/systemctl reload nix-infra-mesh-haproxy.service";
-    };
+    environment.etc."${confdDir}/conf.d/mesh-haproxy.toml".text = resource;
 
     systemd.tmpfiles.rules = [ "d ${dirOf cfg.configPath} 0755 root root -" ];
 
@@ -93,8 +95,9 @@ in
       wantedBy = [ "multi-user.target" ];
       wants = [ "nix-infra-mesh-haproxy.service" "network-online.target" ];
       after = [ "nix-infra-mesh-haproxy.service" "network-online.target" ];
-      # the template or resource changed: render again
-      restartTriggers = [ cfg.template ];
+      # confd reads its template resources once, at start: a changed template or
+      # resource (e.g. a new haproxy or systemd store path in it) needs a restart
+      restartTriggers = [ cfg.template resource ];
       serviceConfig = {
         # %d is systemd's credentials directory of this unit
         ExecStart = lib.concatStringsSep " " (

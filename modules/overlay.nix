@@ -55,10 +55,16 @@ in
       };
     };
 
-    systemd.services.flannel.serviceConfig.LoadCredentialEncrypted = map (n: "${n}:${node.credentialsDir}/${n}.cred") [
-      "nix-infra-etcd-ca"
-      "nix-infra-etcd-client-cert"
-      "nix-infra-etcd-client-key"
-    ];
+    systemd.services.flannel = {
+      serviceConfig.LoadCredentialEncrypted = map (n: "${n}:${node.credentialsDir}/${n}.cred") [
+        "nix-infra-etcd-ca"
+        "nix-infra-etcd-client-cert"
+        "nix-infra-etcd-client-key"
+      ];
+      # fails until the credentials are delivered and etcd answers, then comes up by itself
+      serviceConfig.Restart = lib.mkDefault "on-failure";
+      serviceConfig.RestartSec = lib.mkDefault "5s";
+      startLimitIntervalSec = 0;
+    };
   };
 }
