@@ -30,16 +30,19 @@
       # nixInfra.manifest and nixosConfigurations (lib/cluster-flake.nix)
       lib = infraLib // { inherit (clusterFlake) mkClusterFlake; };
 
+      # Each module imports what it reads, so any one can be added alone to a NixOS
+      # configuration (checks/module-eval/standalone.nix evaluates each that way).
       nixosModules = {
         base = ./modules/base.nix;
-        hetzner = ./modules/hetzner.nix;
+        # with disko's module, which it configures (imported once, whoever else imports it)
+        hetzner = { imports = [ ./modules/hetzner.nix disko.nixosModules.disko ]; };
         ctrl = ./modules/ctrl.nix;
         mesh = ./modules/mesh.nix;
         overlay = ./modules/overlay.nix;
         apps = ./modules/apps.nix;
         ingress = ./modules/ingress.nix;
         registry = ./modules/registry.nix;
-        default = ./modules;
+        default = { imports = [ ./modules disko.nixosModules.disko ]; };
       };
 
       inherit nodeTypes;

@@ -20,6 +20,9 @@ let
   inherit (lib) mkOption types;
 in
 {
+  # standalone: the apps placed on this node (nixInfra.apps)
+  imports = [ ../modules/apps.nix ];
+
   options.nixInfra.containerApps = mkOption {
     default = { };
     description = "Extra settings of container apps (by app name), applied on the nodes that run them.";

@@ -19,6 +19,9 @@ let
   inherit (lib) mkEnableOption mkIf mkOption types;
 in
 {
+  # standalone: the apps placed on this node and the node options it reads
+  imports = [ ../modules/apps.nix ];
+
   options.nixInfra.postgresql = {
     enable = mkEnableOption "PostgreSQL for the app named `app`, on the nodes that app is placed on" // { default = true; };
     app = mkOption { type = types.str; default = "postgres"; description = "The app's name in the cluster spec."; };

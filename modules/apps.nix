@@ -104,6 +104,9 @@ let
   '';
 in
 {
+  # standalone: the node, etcd and mesh options it reads
+  imports = [ ./base.nix ./ctrl.nix ./mesh.nix ];
+
   options.nixInfra.apps = mkOption {
     type = types.attrsOf (types.submodule appOptions);
     default = { };

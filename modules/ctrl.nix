@@ -18,6 +18,9 @@ let
   ];
 in
 {
+  # standalone: the node options it reads
+  imports = [ ./base.nix ];
+
   options.nixInfra.etcd = {
     endpoints = mkOption {
       type = types.listOf types.str;

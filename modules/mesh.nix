@@ -24,6 +24,9 @@ let
   };
 in
 {
+  # standalone: the node and etcd options it reads
+  imports = [ ./base.nix ./ctrl.nix ];
+
   options.nixInfra.mesh = {
     enable = mkEnableOption "the mesh proxy (confd + haproxy) for the groups this node consumes";
 

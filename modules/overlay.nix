@@ -11,6 +11,9 @@ let
   cred = name: "/run/credentials/flannel.service/${name}";
 in
 {
+  # standalone: the node and etcd options it reads
+  imports = [ ./base.nix ./ctrl.nix ];
+
   options.nixInfra.overlay = {
     enable = mkEnableOption "the flannel overlay network with the WireGuard backend";
 

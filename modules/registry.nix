@@ -8,6 +8,9 @@ let
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
 in
 {
+  # standalone: the node options it reads
+  imports = [ ./base.nix ];
+
   options.nixInfra.registry = {
     enable = mkEnableOption "the container registry and Nix binary cache on the private network";
 

@@ -77,6 +77,11 @@ let
     full = (import ../../examples/full/flake.nix).outputs { nix-infra = nixInfraInput; };
     checks = vmTestCluster;
     every-type = import ./every-type.nix { inherit (clusterFlake) mkClusterFlake; inherit appModules; };
+    # each exported module alone in a bare configuration (no manifest: nothing to cross-check)
+    standalone = {
+      nixosConfigurations = lib.mapAttrs (_: modules: nixosSystem { inherit modules; }) (import ./standalone.nix { inherit lib; });
+      nixInfra.manifest = { nodes = lib.mapAttrs (_: _: { credentialUnits = { }; apps = [ ]; }) (import ./standalone.nix { inherit lib; }); apps = { }; };
+    };
   };
 
   # force the value of every defined option (submodule values in full)
