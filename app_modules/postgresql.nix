@@ -30,13 +30,13 @@ in
     passwordSecret = mkOption {
       type = types.str;
       default = "${cfg.app}-password";
-      defaultText = "<app>-password";
+      defaultText = lib.literalExpression "\"\${config.nixInfra.postgresql.app}-password\"";
       description = "Secret holding the role's password; it must be one of the app's `secrets` in the spec.";
     };
     package = mkOption {
       type = types.package;
       default = pkgs.postgresql_17;
-      defaultText = "pkgs.postgresql_17";
+      defaultText = lib.literalExpression "pkgs.postgresql_17";
       description = "PostgreSQL package (major upgrades need a dump and restore).";
     };
   };

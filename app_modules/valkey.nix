@@ -27,7 +27,7 @@ in
     passwordSecret = mkOption {
       type = types.str;
       default = "${cfg.app}-password";
-      defaultText = "<app>-password";
+      defaultText = lib.literalExpression "\"\${config.nixInfra.valkey.app}-password\"";
       description = "Secret holding the password clients must send (AUTH); one of the app's `secrets`.";
     };
   };

@@ -48,6 +48,14 @@ let
         };
       };
     };
+
+  # `nix flake check` of a cluster repo; it needs nixpkgs' packages, so it lives outside lib/
+  clusterChecks =
+    system: nixosConfigurations: manifest:
+    import ../checks/cluster-flake-checks.nix {
+      pkgs = nixpkgs.legacyPackages.${system};
+      inherit nixosConfigurations manifest;
+    };
 in
 {
   /**
@@ -57,7 +65,7 @@ in
     node); nodeModules ? { <node> = [ ... ]; }; facts ? null (the facts/
     directory, for IPv6 addresses); system ? "x86_64-linux"; stateVersion ?
     "26.05"; } and returns { nixInfra = { manifest; cluster; };
-    nixosConfigurations.<node>; }. Each node system is its node type's
+    nixosConfigurations.<node>; checks.<system> (clusterChecks) }. Each node system is its node type's
     modules, its lib-derived data as nixInfra.* options, then `modules` and
     its own `nodeModules`.
 
@@ -85,11 +93,13 @@ in
     if unknown != [ ] then
       throw "mkClusterFlake: nodeModules names nodes that are not in the cluster: ${builtins.concatStringsSep ", " unknown}"
     else
-      {
+      rec {
         nixInfra = {
           inherit (evaluated) manifest;
           cluster = evaluated;
         };
+        # `nix flake check` of the cluster repo (its CI, templates/cluster/.github)
+        checks.${system} = clusterChecks system nixosConfigurations evaluated.manifest;
         nixosConfigurations = builtins.mapAttrs (
           name: node:
           nixpkgs.lib.nixosSystem {
@@ -107,5 +117,5 @@ in
         ) evaluated.nodes;
       };
 
-  inherit readFacts nodeDataModule;
+  inherit readFacts nodeDataModule clusterChecks;
 }

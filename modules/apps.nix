@@ -113,6 +113,18 @@ in
     description = "The apps placed on this node (from lib), by name.";
   };
 
+  options.nixInfra.appActions = mkOption {
+    type = types.attrsOf (types.attrsOf types.lines);
+    default = { };
+    example = { api.migrate = "podman exec api /app/migrate"; };
+    description = ''
+      Action scripts by app and name, installed only on the nodes the app is
+      placed on: for a module added to every node (setting
+      nixInfra.apps.<app>.actions there would create the app on every node).
+      Merged with nixInfra.apps.<app>.actions.
+    '';
+  };
+
   config = mkIf (cfg != { }) (mkMerge [
     {
       assertions = mapAttrsToList (name: a: {
@@ -136,7 +148,7 @@ in
         mapAttrsToList (action: script: nameValuePair "nix-infra/actions/${app}/${action}" {
           mode = "0700";
           text = "#!${pkgs.bash}/bin/bash\nset -euo pipefail\n${script}";
-        }) a.actions
+        }) (a.actions // config.nixInfra.appActions.${app} or { })
       ) cfg));
     }
     {

@@ -271,3 +271,51 @@ def test_docs_rows_are_the_stand_ins_options_from_the_same_file() -> None:
             elif not any(f in file_cell for f in named):
                 wrong.append(f"{full}: the doc names {file_cell.strip()}, the stand-ins {sorted(named)}")
     assert not wrong, "docs/nixos-options.md disagrees with the stand-ins:\n" + "\n".join(wrong)
+
+
+def test_each_exported_module_evaluates_alone() -> None:
+    # issue 18: every nixosModules.<x> and appModules.<x> in a bare configuration
+    modules = ["base", "hetzner", "ctrl", "mesh", "overlay", "apps", "ingress", "registry", "default"]
+    apps = ["container", "postgresql", "valkey"]
+    assert sorted(evaluate("builtins.attrNames c.clusters.standalone.nixosConfigurations")) == sorted(modules + apps)
+    summary = run_check(REPO, "standalone")
+    assert (summary["nodes"], summary["errors"], summary["failed_assertions"], summary["warnings"]) == (12, 0, 0, 0)
+
+
+def test_a_module_that_reads_options_it_does_not_import_fails_alone(repo_copy: Path) -> None:
+    mutate(repo_copy, "modules/mesh.nix", "imports = [ ./base.nix ./ctrl.nix ];", "imports = [ ];")
+    summary = run_check(repo_copy, "standalone/mesh")
+    assert summary["errors"] == 1
+    assert "nixInfra.etcd' does not exist" in json.dumps(summary["problems"])
+
+
+def test_a_cluster_flakes_checks_evaluate() -> None:
+    # mkClusterFlake's checks.<system>: what the template's CI runs with `nix flake check`
+    for cluster in ("template", "full", "every-type"):
+        paths = evaluate(
+            f"builtins.mapAttrs (_: d: d.outPath) c.clusters.{cluster}.checks.x86_64-linux",
+        )
+        assert sorted(paths) == ["lib-tests", "manifest-schema", "nodes-evaluate"]
+
+
+def test_the_templates_app_module_acts_only_where_its_app_runs() -> None:
+    nodes = "c.clusters.template.nixosConfigurations"
+    worker = evaluate(f'{nodes}.worker001.config.environment.etc."nix-infra/actions/api/migrate".text')
+    assert "podman exec api /app/migrate" in worker
+    assert evaluate(f"{nodes}.worker001.config.virtualisation.oci-containers.containers.api.user") == "1000:1000"
+    assert evaluate(f"{nodes}.ctrl001.config.virtualisation.oci-containers.containers") == {}
+    assert not evaluate(f'{nodes}.ctrl001.config.environment.etc ? "nix-infra/actions/api/migrate"')
+
+
+def test_docs_modules_page_is_generated_from_the_code() -> None:
+    proc = subprocess.run(
+        [str(REPO / "checks" / "module-eval" / "modules-doc")],
+        env={**os.environ, "NIXPKGS_LIB": NIXPKGS_LIB},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (REPO / "docs" / "modules.md").read_text(), (
+        "docs/modules.md is stale: run NIXPKGS_LIB=... checks/module-eval/modules-doc --write"
+    )

@@ -30,16 +30,19 @@ let
   }) upstream;
 
   nixosSystem =
-    { modules, system ? "x86_64-linux", ... }:
+    { modules, system ? "x86_64-linux", specialArgs ? { }, ... }:
     lib.evalModules {
-      specialArgs.modulesPath = ./modules-path;
+      specialArgs = specialArgs // { modulesPath = ./modules-path; };
       modules = standIns ++ [ { _module.args.pkgs = pkgs; } ] ++ modules;
     };
 
   clusterFlake = import ../../lib/cluster-flake.nix {
     # disko's module is among the stand-ins
     nixpkgs.lib = lib // { inherit nixosSystem; };
+    nixpkgs.legacyPackages.x86_64-linux = pkgs;
   };
+
+  standalone = import ./standalone.nix { inherit nixosSystem; };
 
   # the flake's appModules (flake.nix), by the same paths
   appModules = {
@@ -79,8 +82,8 @@ let
     every-type = import ./every-type.nix { inherit (clusterFlake) mkClusterFlake; inherit appModules; };
     # each exported module alone in a bare configuration (no manifest: nothing to cross-check)
     standalone = {
-      nixosConfigurations = lib.mapAttrs (_: modules: nixosSystem { inherit modules; }) (import ./standalone.nix { inherit lib; });
-      nixInfra.manifest = { nodes = lib.mapAttrs (_: _: { credentialUnits = { }; apps = [ ]; }) (import ./standalone.nix { inherit lib; }); apps = { }; };
+      nixosConfigurations = standalone;
+      nixInfra.manifest = { nodes = lib.mapAttrs (_: _: { credentialUnits = { }; apps = [ ]; }) standalone; apps = { }; };
     };
   };
 
@@ -126,7 +129,7 @@ let
     };
 in
 {
-  inherit clusters lib nixosSystem upstream;
+  inherit clusters lib nixosSystem upstream standalone;
 
   # cluster -> node names
   nodes = lib.mapAttrs (_: f: lib.attrNames f.nixosConfigurations) clusters;
@@ -137,6 +140,20 @@ in
   # every node's result, cluster -> node -> result (one evaluation; an error
   # that is not catchable stops it: `run` evaluates node by node)
   summary = lib.mapAttrs (_: f: lib.genAttrs (lib.attrNames f.nixosConfigurations) (nodeResult f)) clusters;
+
+  # per exported module: the nixInfra.* options it declares (name, type, default,
+  # description, example), from the declarations themselves (docs/modules.md)
+  optionDocs = lib.mapAttrs (
+    name: sys:
+    let
+      own = o: lib.any (d: lib.hasSuffix "/${name}.nix" (toString d)) o.declarations;
+    in
+    map (o: {
+      inherit (o) name type description;
+      default = o.default.text or null;
+      example = o.example.text or null;
+    }) (lib.filter (o: lib.hasPrefix "nixInfra." o.name && own o && !(o.internal or false)) (lib.optionAttrSetToDocList sys.options))
+  ) standalone;
 
   # every upstream option path the stand-ins declare, with its nixpkgs file
   declared = lib.concatMap (

@@ -20,7 +20,7 @@ let
     };
   package = name: drv name "" // { pname = name; version = "0-stand-in"; };
   names = [
-    "bash" "coreutils" "curl" "docker-distribution" "e2fsprogs" "etcd" "flannel" "gawk" "haproxy" "confd"
+    "bash" "check-jsonschema" "coreutils" "curl" "docker-distribution" "e2fsprogs" "etcd" "flannel" "gawk" "haproxy" "confd"
     "nginx" "nix-serve" "openssh" "openssl" "podman" "postgresql_17" "redis" "restic" "systemd" "util-linux" "valkey"
   ];
 in
@@ -29,4 +29,5 @@ builtins.listToAttrs (map (n: { name = n; value = package n; }) names)
   writeText = name: text: drv name text;
   writeShellScript = name: text: drv name text;
   writeScript = name: text: drv name text;
+  runCommand = name: env: script: drv name (builtins.toJSON env + script);
 }

@@ -91,6 +91,10 @@ in
     options.system = {
       build = opt (types.lazyAttrsOf types.unspecified) { };
     };
+    # stand-in of the system's derivation (nothing is built)
+    config = { config, ... }: {
+      system.build.toplevel = pkgs.writeText "nixos-system-${config.networking.hostName}" config.system.stateVersion;
+    };
   }
   {
     file = "nixos/modules/misc/version.nix";

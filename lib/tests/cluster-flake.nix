@@ -79,6 +79,10 @@ in
       (builtins.elemAt m (builtins.length m - 1)).nixInfra.ingress.virtualHosts."www.example.com".app;
     expected = "web";
   };
+  testClusterChecks = {
+    expr = builtins.attrNames flake.checks.x86_64-linux;
+    expected = [ "lib-tests" "manifest-schema" "nodes-evaluate" ];
+  };
   testUnknownNodeModules = {
     expr = (builtins.tryEval (cf.mkClusterFlake { cluster = ../example.nix; nodeModules.nope = [ ]; }).nixInfra).success;
     expected = false;

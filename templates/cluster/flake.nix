@@ -9,9 +9,12 @@
       cluster = ./cluster.nix;
       # IPv6 addresses and more, as `nix-infra provision` recorded them
       facts = ./facts;
-      # NixOS modules for every node, e.g. nix-infra.appModules.postgresql
-      modules = [ ];
-      # per node, e.g. worker001 = [ ./app_modules/api.nix ];
+      # NixOS modules for every node; an app module acts only where its app runs
+      modules = [
+        nix-infra.appModules.container
+        ./app_modules/api.nix
+      ];
+      # modules for single nodes, e.g. worker001 = [ ./worker001-extra.nix ];
       nodeModules = { };
     }
     // {
