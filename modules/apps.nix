@@ -76,7 +76,7 @@ let
     export ETCDCTL_CACERT="$CREDENTIALS_DIRECTORY/nix-infra-etcd-ca"
     export ETCDCTL_CERT="$CREDENTIALS_DIRECTORY/nix-infra-etcd-client-cert"
     export ETCDCTL_KEY="$CREDENTIALS_DIRECTORY/nix-infra-etcd-client-key"
-    exec ${pkgs.bash}/bin/bash ${../scripts/register-instance.sh} ${escapeShellArgs [
+    exec ${pkgs.bash}/bin/bash ${./scripts/register-instance.sh} ${escapeShellArgs [
       "--app" app.registration.app "--group" app.registration.group "--node" app.registration.node
       "--address" app.registration.address "--port" (toString app.registration.port)
       "--ttl" (toString app.registration.ttl) "--interval" (toString app.registration.interval)
