@@ -77,19 +77,51 @@
 
       formatter = forAllSystems (pkgs: pkgs.nixfmt);
 
+      # What the code and its tests use, and nothing else (tests/test_packaging.py checks it):
+      # Python with the orchestrator's runtime and dev dependencies (pyproject.toml; mypy
+      # inside that Python, so it sees them), and the tools the tests run.
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
             (pkgs.python3.withPackages (
-              ps: with ps; [ hcloud click rich pytest hypothesis jsonschema cryptography fabric ]
+              ps:
+              let
+                inherit (import ./orchestrator/nix/python-packages.nix { inherit (ps) callPackage; })
+                  cslab-etcd3
+                  pyrage
+                  ;
+              in
+              with ps;
+              [
+                # [project.dependencies]
+                bcrypt
+                click
+                cryptography
+                cslab-etcd3
+                grpcio
+                hcloud
+                protobuf
+                pyrage
+                requests
+                rich
+                urllib3
+                # [project.optional-dependencies] dev (ruff is a tool below)
+                pytest
+                hypothesis
+                jsonschema
+                mypy
+              ]
             ))
             pkgs.ruff
-            pkgs.mypy
-            pkgs.etcd
-            pkgs.haproxy
-            pkgs.openssh
-            pkgs.nixos-anywhere
-            pkgs.nixfmt
+            pkgs.nix # nix-instantiate: lib/ tests, the parse and path checks of every .nix file
+            pkgs.git # the path check lists the tracked .nix files
+            pkgs.etcd # etcd and etcdctl: the control-plane tests, the registration script
+            pkgs.haproxy # haproxy -c on the rendered mesh configuration
+            pkgs.go # builds tests/confd_render
+            pkgs.openssh # ssh and sshd: the deploy tests' fake nodes
+            pkgs.util-linux # unshare: the fake nodes' mount namespaces
+            pkgs.age # the store's files decrypt with the age tool
+            pkgs.nixos-anywhere # installs the servers (provision)
           ];
         };
       });

@@ -1,11 +1,16 @@
-# The orchestrator as a Nix package (the flake's packages.default).
+# The orchestrator as a Nix package (the flake's packages.default), called with a Python
+# package set's callPackage (pkgs.python3Packages.callPackage).
 {
   lib,
+  callPackage,
   buildPythonApplication,
   setuptools,
+  bcrypt,
   click,
   cryptography,
+  grpcio,
   hcloud,
+  protobuf,
   requests,
   rich,
   urllib3,
@@ -16,6 +21,10 @@
   hypothesis,
   jsonschema,
 }:
+let
+  # not in nixpkgs: packaged here from their PyPI release files (nix/, docs/dependencies.md)
+  inherit (import ./nix/python-packages.nix { inherit callPackage; }) cslab-etcd3 pyrage;
+in
 buildPythonApplication {
   pname = "nix-infra";
   version = "0.1.0";
@@ -23,7 +32,20 @@ buildPythonApplication {
   src = lib.cleanSource ./.;
 
   build-system = [ setuptools ];
-  dependencies = [ click cryptography hcloud requests rich urllib3 ];
+  # exactly pyproject.toml's [project.dependencies] (tests/test_packaging.py checks it)
+  dependencies = [
+    bcrypt
+    click
+    cryptography
+    cslab-etcd3
+    grpcio
+    hcloud
+    protobuf
+    pyrage
+    requests
+    rich
+    urllib3
+  ];
 
   # OpenSSH and nixos-anywhere (pinned with nixpkgs) come first on PATH; the operator's
   # own nix is preferred over ours for build and copy, so its settings apply.
