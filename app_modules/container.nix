@@ -18,6 +18,14 @@ let
   # the settings of the container apps placed on this node
   hosted = lib.filterAttrs (name: _: config.nixInfra.apps ? ${name} && config.nixInfra.apps.${name}.image != null) cfg;
   inherit (lib) mkOption types;
+
+  # a normalised absolute path: no ".", "..", "//" or trailing "/"
+  absPath = "(/[A-Za-z0-9_][A-Za-z0-9._-]*)+";
+  under = dirs: p: lib.any (d: p == d || lib.hasPrefix "${d}/" p) dirs;
+  # a numeric uid[:gid] a container can run as (no leading zeros, at most 4294967294)
+  uidGid = types.addCheck (types.strMatching "(0|[1-9][0-9]{0,9})(:(0|[1-9][0-9]{0,9}))?") (
+    u: lib.all (n: lib.toInt n <= 4294967294) (lib.splitString ":" u)
+  ) // { description = "numeric uid[:gid] (each at most 4294967294)"; };
 in
 {
   # standalone: the apps placed on this node (nixInfra.apps)
@@ -29,18 +37,24 @@ in
     type = types.attrsOf (types.submodule {
       options = {
         dataDir = mkOption {
-          type = types.nullOr (types.strMatching "/[A-Za-z0-9._/-]*");
+          # the directory is created and chowned to `user`: never a system directory
+          type = types.nullOr (
+            types.addCheck (types.strMatching absPath) (under [ "/var/lib" "/srv" "/mnt" "/data" ])
+            // { description = "a normalised absolute path below /var/lib, /srv, /mnt or /data"; }
+          );
           default = null;
           example = "/var/lib/api";
           description = "A directory on the node kept across restarts and deploys, mounted at `mountPath`, owned by `user`.";
         };
         mountPath = mkOption {
-          type = types.strMatching "/[A-Za-z0-9._/-]*";
+          type =
+            types.addCheck (types.strMatching absPath) (p: !(under [ "/proc" "/sys" "/dev" "/run/secrets" ] p))
+            // { description = "a normalised absolute path in the container, not below /proc, /sys, /dev or /run/secrets"; };
           default = "/data";
           description = "Where dataDir appears in the container.";
         };
         user = mkOption {
-          type = types.nullOr (types.strMatching "[0-9]{1,10}(:[0-9]{1,10})?");
+          type = types.nullOr uidGid;
           default = null;
           example = "1000:1000";
           description = ''

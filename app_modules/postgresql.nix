@@ -17,6 +17,7 @@ let
   app = config.nixInfra.apps.${cfg.app};
   hosted = config.nixInfra.apps ? ${cfg.app};
   inherit (lib) mkEnableOption mkIf mkOption types;
+  inherit (import ../modules/retry.nix { inherit lib; }) retried;
 in
 {
   # standalone: the apps placed on this node and the node options it reads
@@ -41,7 +42,12 @@ in
     };
   };
 
-  config = mkIf (cfg.enable && hosted) {
+  config = lib.mkMerge [
+  {
+    # only the password unit reads the password; postgresql.service never does
+    nixInfra.appCredentialUnits = mkIf cfg.enable { ${cfg.app} = [ "nix-infra-postgresql-password.service" ]; };
+  }
+  (mkIf (cfg.enable && hosted) {
     assertions = [
       {
         assertion = app.unit == "postgresql.service";
@@ -83,11 +89,9 @@ in
         Type = "oneshot";
         RemainAfterExit = true;
         User = "postgres";
-        # fails until the orchestrator delivered the password, then succeeds by itself
-        Restart = "on-failure";
-        RestartSec = "5s";
-        LoadCredentialEncrypted = [ "${cfg.passwordSecret}:${node.credentialsDir}/${cfg.passwordSecret}.cred" ];
-      };
+      }
+      # fails until the orchestrator delivered the password, then succeeds by itself
+      // retried;
       script = ''
         PGPW="$(< "$CREDENTIALS_DIRECTORY/${cfg.passwordSecret}")" \
           ${cfg.package}/bin/psql -v ON_ERROR_STOP=1 -p ${toString app.port} -d postgres <<'SQL'
@@ -96,5 +100,6 @@ in
         SQL
       '';
     };
-  };
+  })
+  ];
 }

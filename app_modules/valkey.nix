@@ -16,6 +16,7 @@ let
   app = config.nixInfra.apps.${cfg.app};
   hosted = config.nixInfra.apps ? ${cfg.app};
   inherit (lib) mkEnableOption mkIf mkOption types;
+  inherit (import ../modules/retry.nix { inherit lib; }) retried;
 in
 {
   # standalone: the apps placed on this node and the node options it reads
@@ -32,7 +33,12 @@ in
     };
   };
 
-  config = mkIf (cfg.enable && hosted) {
+  config = lib.mkMerge [
+  {
+    # the unit that reads the password loads it (ExecStartPre=+ reads requirePassFile as root)
+    nixInfra.appCredentialUnits = mkIf cfg.enable { ${cfg.app} = [ "redis-${cfg.app}.service" ]; };
+  }
+  (mkIf (cfg.enable && hosted) {
     assertions = [
       {
         assertion = app.unit == "redis-${cfg.app}.service";
@@ -53,14 +59,12 @@ in
       requirePassFile = "/run/credentials/redis-${cfg.app}.service/${cfg.passwordSecret}";
       appendOnly = true;
     };
-    # the unit that reads the password loads it (ExecStartPre=+ reads requirePassFile as
-    # root); until the orchestrator delivered it the unit fails and retries, then comes
-    # up by itself (upstream sets no Restart=)
+    # until the orchestrator delivered the password the unit fails and retries, then
+    # comes up by itself (upstream sets no Restart=)
     systemd.services."redis-${cfg.app}" = {
-      serviceConfig.LoadCredentialEncrypted = [ "${cfg.passwordSecret}:${node.credentialsDir}/${cfg.passwordSecret}.cred" ];
-      serviceConfig.Restart = lib.mkDefault "on-failure";
-      serviceConfig.RestartSec = lib.mkDefault "5s";
+      serviceConfig = retried;
       startLimitIntervalSec = 0;
     };
-  };
+  })
+  ];
 }

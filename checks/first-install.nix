@@ -2,8 +2,8 @@
 # exists (as after nixos-anywhere's first boot); the units that load
 # credentials fail. One delivery the way the orchestrator does it (its own
 # deliver-credentials script) and they end active, with no manual
-# `systemctl reset-failed` or start: Valkey (its unit loads the password),
-# PostgreSQL's password unit, and the mesh's confd are all up afterwards.
+# `systemctl reset-failed` or start: Valkey (its unit loads the password) and
+# PostgreSQL's password unit are up afterwards, and the passwords work.
 { pkgs, self, disko }:
 let
   common = import ./common.nix { inherit pkgs self disko; };

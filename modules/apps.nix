@@ -10,17 +10,18 @@
 # files the orchestrator delivers) and hands them to the container as
 # /run/secrets/<name>, owned by the container's user (containerApps.<app>.user,
 # default root; modules/scripts/stage-container-secrets.sh). An app a native
-# service runs (image = null) gets its secrets from its own app module, which
-# loads them into exactly the unit that reads them (app_modules/postgresql.nix,
-# valkey.nix): no unit loads a credential it does not read, since a unit whose
-# credential is missing fails to start.
+# service runs (image = null) has them loaded into the units that read them:
+# nixInfra.appCredentialUnits.<app> (set by its app module, e.g.
+# app_modules/postgresql.nix), else its own unit. No unit loads a credential
+# it does not read, since a unit whose credential is missing fails to start.
 { config, lib, pkgs, ... }:
 let
   cfg = config.nixInfra.apps;
   node = config.nixInfra.node;
   etcd = config.nixInfra.etcd;
   mesh = config.nixInfra.mesh;
-  inherit (lib) escapeShellArg escapeShellArgs filterAttrs mapAttrs' mapAttrsToList mkDefault mkIf mkMerge mkOption nameValuePair types;
+  inherit (lib) escapeShellArgs filterAttrs mapAttrs' mapAttrsToList mkIf mkMerge mkOption nameValuePair types;
+  inherit (import ./retry.nix { inherit lib; }) retried;
 
   serviceName = unit: lib.removeSuffix ".service" unit;
   credentialLines = names: map (n: "${n}:${node.credentialsDir}/${n}.cred") names;
@@ -113,6 +114,19 @@ in
     description = "The apps placed on this node (from lib), by name.";
   };
 
+  options.nixInfra.appCredentialUnits = mkOption {
+    type = types.attrsOf (types.listOf (types.strMatching "[A-Za-z0-9:_.@-]+[.]service"));
+    default = { };
+    example = { db = [ "nix-infra-postgresql-password.service" ]; };
+    description = ''
+      For an app a native service runs (no image): the units that read its
+      secrets, and so load them (LoadCredentialEncrypted=); by app name.
+      Default: the app's own unit. An app module sets it for the app it
+      configures (app_modules/postgresql.nix, valkey.nix): a unit that loads a
+      credential it does not read would fail for nothing while it is missing.
+    '';
+  };
+
   options.nixInfra.appActions = mkOption {
     type = types.attrsOf (types.attrsOf types.lines);
     default = { };
@@ -158,15 +172,20 @@ in
         # so it comes up by itself once they are there
         (mapAttrs' (name: a: nameValuePair (serviceName a.unit) {
           startLimitIntervalSec = 0;
-          serviceConfig = {
-            RestartSec = mkDefault "5s";
-          } // lib.optionalAttrs (a.secrets != [ ]) {
+          serviceConfig = retried // lib.optionalAttrs (a.secrets != [ ]) {
             LoadCredentialEncrypted = credentialLines a.secrets;
             ExecStartPre = [ "${stageSecrets name a}" ];
-            RuntimeDirectory = "nix-infra-secrets/${name}";
-            RuntimeDirectoryMode = "0711";
+            # a list: upstream's podman unit has its own RuntimeDirectory (/run/<name>)
+            RuntimeDirectory = [ "nix-infra-secrets/${name}" ];
           };
         }) containers)
+        # a native app's secrets: loaded by the units that read them (an app module
+        # names them in nixInfra.appCredentialUnits; default: the app's own unit)
+        (lib.mkMerge (mapAttrsToList (name: a:
+          lib.listToAttrs (map (unit: nameValuePair (serviceName unit) {
+            serviceConfig.LoadCredentialEncrypted = credentialLines a.secrets;
+          }) (config.nixInfra.appCredentialUnits.${name} or [ a.unit ]))
+        ) (filterAttrs (_: a: a.image == null && a.secrets != [ ]) cfg)))
         # one registration unit per app, living and dying with the app's unit
         (mapAttrs' (name: a: nameValuePair "nix-infra-register-${name}" {
           description = "nix-infra: register ${name} in the mesh while healthy";

@@ -83,11 +83,9 @@ in
       extraConf.MAX_TXN_OPS = mkDefault "128";
     };
 
-    systemd.services.etcd = {
-      serviceConfig.LoadCredentialEncrypted = map (n: "${n}:${node.credentialsDir}/${n}.cred") credNames;
-      # fails until the orchestrator delivered its certificates, then comes up by itself
-      serviceConfig.RestartSec = mkDefault "5s";
-      startLimitIntervalSec = 0;
-    };
+    # fails until the orchestrator delivered its certificates; upstream restarts it
+    # every 30 s (Restart=always, RestartSec=30s), so it comes up by itself
+    systemd.services.etcd.serviceConfig.LoadCredentialEncrypted =
+      map (n: "${n}:${node.credentialsDir}/${n}.cred") credNames;
   };
 }

@@ -64,10 +64,8 @@ in
         "nix-infra-etcd-client-cert"
         "nix-infra-etcd-client-key"
       ];
-      # fails until the credentials are delivered and etcd answers, then comes up by itself
-      serviceConfig.Restart = lib.mkDefault "on-failure";
-      serviceConfig.RestartSec = lib.mkDefault "5s";
-      startLimitIntervalSec = 0;
+      # fails until the credentials are delivered and etcd answers; upstream restarts
+      # it every 10 s (Restart=always, RestartSec=10s), so it comes up by itself
     };
   };
 }

@@ -5,7 +5,8 @@
 let
   cfg = config.nixInfra.registry;
   node = config.nixInfra.node;
-  inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
+  inherit (lib) mkEnableOption mkIf mkOption types;
+  inherit (import ./retry.nix { inherit lib; }) retried;
 in
 {
   # standalone: the node options it reads
@@ -37,15 +38,12 @@ in
     systemd.services.nix-serve = {
       environment.NIX_SECRET_KEY_FILE = "/run/credentials/nix-serve.service/nix-infra-cache-key";
       serviceConfig.LoadCredentialEncrypted = [ "nix-infra-cache-key:${node.credentialsDir}/nix-infra-cache-key.cred" ];
-      # fails until the orchestrator delivered the key, then comes up by itself
-      serviceConfig.Restart = mkDefault "on-failure";
-      serviceConfig.RestartSec = mkDefault "5s";
-      startLimitIntervalSec = 0;
+      # fails until the orchestrator delivered the key; upstream restarts it every
+      # 5 s (Restart=always), so it comes up by itself
     };
     # binds the private IP (base.nix allows that before DHCP configured it); recovers from a failed start
     systemd.services.docker-registry = {
-      serviceConfig.Restart = mkDefault "on-failure";
-      serviceConfig.RestartSec = mkDefault "5s";
+      serviceConfig = retried;
       startLimitIntervalSec = 0;
     };
   };

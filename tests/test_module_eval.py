@@ -89,7 +89,9 @@ def test_every_node_of_every_cluster_evaluates_cleanly() -> None:
 
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
+    ).stdout.split(b"\0")
     for name in filter(None, files):
         src = REPO / name.decode()
         if src.is_file():
@@ -119,6 +121,18 @@ def mutate(repo: Path, path: str, old: str, new: str) -> None:
             "errors",
             "No such file",
         ),
+        # a single-valued unit setting that upstream's unit also sets (review finding)
+        ("modules/apps.nix", '[ "nix-infra-secrets/${name}" ]', '"nix-infra-secrets/${name}"', "errors", "conflicting"),
+        # a credential the node is given that no unit loads
+        (
+            "modules/apps.nix",
+            "LoadCredentialEncrypted = credentialLines a.secrets;\n            ExecStartPre",
+            "ExecStartPre",
+            "errors",
+            "no unit loads it",
+        ),
+        # a Restart= value systemd does not know
+        ("modules/retry.nix", 'mkDefault "on-failure"', 'mkDefault "on-fail"', "errors", "not of type"),
         # 6: ordered after network-online.target without wanting it
         ("modules/apps.nix", 'wants = [ "network-online.target" ];', "", "warnings", "network-online.target"),
         # 7: an option NixOS removed
@@ -192,26 +206,30 @@ def test_only_the_units_that_read_a_credential_load_it() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cluster", "node", "unit"),
+    ("node", "unit", "restart", "seconds", "limit"),
     [
-        ("full", "svc001", "redis-cache"),
-        ("full", "svc001", "nix-infra-postgresql-password"),
-        ("full", "registry001", "docker-registry"),
-        ("full", "registry001", "nix-serve"),
-        ("full", "ctrl001", "etcd"),
-        ("full", "worker001", "flannel"),
-        ("full", "worker001", "podman-api"),
+        # ours: every 5 s backing off to 5 min, no start limit
+        ("svc001", "redis-cache", "on-failure", "5s", 0),
+        ("svc001", "nix-infra-postgresql-password", "on-failure", "5s", 0),
+        ("registry001", "docker-registry", "on-failure", "5s", 0),
+        ("worker001", "podman-api", "always", "5s", 0),
+        # upstream's own policy already retries slower than the default start limit
+        # (5 starts in 10 s) could trip: we leave it alone
+        ("registry001", "nix-serve", "always", "5s", "<unset>"),
+        ("ctrl001", "etcd", "always", "30s", "<unset>"),
+        ("worker001", "flannel", "always", "10s", "<unset>"),
     ],
 )
 def test_units_that_wait_for_credentials_or_the_private_ip_recover_by_themselves(
-    cluster: str, node: str, unit: str
+    node: str, unit: str, restart: str, seconds: str, limit: int | str
 ) -> None:
-    # issue 11, 4 and 8: retried without a start limit, they come up once the credential
-    # is delivered or the address is there
-    s = service(cluster, node, unit)
-    assert s["serviceConfig"]["Restart"] in ("on-failure", "always")
-    assert s["serviceConfig"]["RestartSec"] == "5s"
-    assert s["startLimitIntervalSec"] == 0
+    # issue 11, 4 and 8: retried, they come up once the credential is delivered or the
+    # address is there; no start limit can leave them failed for good
+    s = service("full", node, unit)
+    assert (s["serviceConfig"]["Restart"], s["serviceConfig"]["RestartSec"]) == (restart, seconds)
+    assert s["startLimitIntervalSec"] == limit
+    if limit == 0:
+        assert (s["serviceConfig"]["RestartSteps"], s["serviceConfig"]["RestartMaxDelaySec"]) == (10, "5min")
 
 
 def test_services_may_bind_the_private_ip_before_dhcp_configured_it() -> None:
@@ -238,9 +256,10 @@ def test_container_secrets_are_staged_for_the_containers_user() -> None:
     assert "/run/nix-infra-secrets/orders/orders-token:/run/secrets/orders-token:ro" in container["volumes"]
     assert "/var/lib/orders:/data" in container["volumes"]
     unit = service("every-type", "worker001", "podman-orders")["serviceConfig"]
-    assert unit["RuntimeDirectory"] == "nix-infra-secrets/orders"
-    stage = evaluate(f'builtins.head {node}.systemd.services."podman-orders".serviceConfig.ExecStartPre')
-    assert stage.endswith("-nix-infra-stage-secrets-orders")
+    # beside upstream's own /run/<name> (a list: single values would conflict)
+    assert unit["RuntimeDirectory"] == ["orders", "nix-infra-secrets/orders"]
+    pre = evaluate(f'{node}.systemd.services."podman-orders".serviceConfig.ExecStartPre')
+    assert any(p.endswith("-nix-infra-stage-secrets-orders") for p in pre), pre
     rules = evaluate(f"{node}.systemd.tmpfiles.rules")
     assert "d /var/lib/orders 0750 1000 1000 -" in rules
 
@@ -319,3 +338,28 @@ def test_docs_modules_page_is_generated_from_the_code() -> None:
     assert proc.stdout == (REPO / "docs" / "modules.md").read_text(), (
         "docs/modules.md is stale: run NIXPKGS_LIB=... checks/module-eval/modules-doc --write"
     )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("dataDir", '"/"'),
+        ("dataDir", '"/etc"'),
+        ("dataDir", '"/var/lib/../etc"'),
+        ("dataDir", '"/var/lib/api/"'),
+        ("dataDir", '"/nix/store/x"'),
+        ("mountPath", '"/run/secrets/x"'),
+        ("mountPath", '"/proc"'),
+        ("mountPath", '"/data/../x"'),
+        ("user", '"4294967295"'),
+        ("user", '"0001"'),
+        ("user", '"app"'),
+    ],
+)
+def test_container_settings_that_would_harm_the_host_are_refused(repo_copy: Path, setting: str, value: str) -> None:
+    # review finding: dataDir = "/" with a user chowned the host's root to the container
+    old = 'user = "1000:1000";' if setting == "user" else 'dataDir = "/var/lib/orders";'
+    mutate(repo_copy, "checks/module-eval/every-type.nix", old, f"{setting} = {value};")
+    summary = run_check(repo_copy, "every-type/worker001")
+    assert summary["errors"] == 1
+    assert f"nixInfra.containerApps.orders.{setting}" in json.dumps(summary["problems"])

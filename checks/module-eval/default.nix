@@ -98,7 +98,8 @@ let
     The result of one node: { warnings; failedAssertions; errors; } after
     forcing every definition. `errors` are our own rules on the evaluated
     system: every unit we write into exists (has ExecStart or a script), and
-    every credential unit of the manifest is a unit of the system.
+    every credential unit of the manifest is a unit of the system, and every
+    credential the node is given is loaded by some unit.
   */
   nodeResult =
     flake: name:
@@ -111,6 +112,10 @@ let
       );
       manifestNode = flake.nixInfra.manifest.nodes.${name};
       credentialUnits = lib.unique (lib.concatLists (lib.attrValues manifestNode.credentialUnits));
+      loaded = lib.concatMap (s: map (l: lib.head (lib.splitString ":" l)) (lib.toList (s.serviceConfig.LoadCredentialEncrypted or [ ]))) (
+        lib.attrValues services
+      );
+      unloaded = lib.filter (c: !(lib.elem c loaded)) (manifestNode.credentials or [ ]);
       missingUnits = lib.filter (u: !(services ? ${lib.removeSuffix ".service" u})) (
         credentialUnits ++ map (a: flake.nixInfra.manifest.apps.${a}.unit) manifestNode.apps
       );
@@ -125,7 +130,8 @@ let
       failedAssertions = [ ];
       errors =
         map (u: "systemd.services.${u}: only a fragment (no ExecStart, no script): no module defines this unit") fragments
-        ++ map (u: "${u}: named by the manifest (app unit or credential unit) but not a unit of this system") missingUnits;
+        ++ map (u: "${u}: named by the manifest (app unit or credential unit) but not a unit of this system") missingUnits
+        ++ map (c: "credential ${c}: delivered to this node (manifest credentials) but no unit loads it") unloaded;
     };
 in
 {

@@ -34,6 +34,14 @@ let
         lib.mergeEqualOption loc defs';
   };
   unitDeps = opt (types.listOf unitNameType) [ ];
+  # nixos/lib/systemd-lib.nix checkService: Type= and Restart= take known values only
+  # (definitions wrapped by mkDefault/mkForce are unwrapped first, as upstream does)
+  unwrap = v: if (v._type or null) == "override" then v.content else v;
+  oneOf = name: values: cfg: !(cfg ? ${name}) || builtins.elem (unwrap cfg.${name}) values;
+  checkService =
+    cfg:
+    oneOf "Type" [ "exec" "simple" "forking" "oneshot" "dbus" "notify" "notify-reload" "idle" ] cfg
+    && oneOf "Restart" [ "no" "on-success" "on-failure" "on-abnormal" "on-abort" "on-watchdog" "always" ] cfg;
 
   serviceOptions =
     { name, ... }:
@@ -56,14 +64,19 @@ let
         script = opt types.lines "";
         preStart = opt types.lines "";
         postStart = opt types.lines "";
-        serviceConfig = opt (types.attrsOf unitOption) { };
+        preStop = opt types.lines "";
+        postStop = opt types.lines "";
+        # upstream: types.addCheck (attrsOf unitOption) checkService
+        serviceConfig = opt (types.addCheck (types.attrsOf unitOption) checkService) { };
         unitConfig = opt (types.attrsOf unitOption) { };
         restartTriggers = opt (types.listOf types.unspecified) [ ];
         reloadTriggers = opt (types.listOf types.unspecified) [ ];
         restartIfChanged = opt types.bool true;
         stopIfChanged = opt types.bool true;
-        startLimitIntervalSec = opt (types.nullOr types.int) null;
-        startLimitBurst = opt (types.nullOr types.int) null;
+        # upstream: types.int with no default; the sentinel stands for "not set" so that
+        # forcing every value does not trip over them, while null is refused as upstream
+        startLimitIntervalSec = opt (types.either types.int (types.enum [ "<unset>" ])) "<unset>";
+        startLimitBurst = opt (types.either types.int (types.enum [ "<unset>" ])) "<unset>";
         startAt = opt (types.either types.str (types.listOf types.str)) [ ];
       };
     };
@@ -327,7 +340,13 @@ in
     };
     config = { config, ... }: {
       systemd.services.etcd = mkIf config.services.etcd.enable (lib.recursiveUpdate (upstreamUnit "${pkgs.etcd}/bin/etcd") {
-        serviceConfig = { Type = "notify"; Restart = "always"; User = "etcd"; };
+        serviceConfig = {
+          Type = "notify";
+          Restart = "always";
+          RestartSec = "30s";
+          User = "etcd";
+          LimitNOFILE = 40000;
+        };
       });
     };
   }
@@ -352,7 +371,10 @@ in
       backend = opt types.attrs { Type = "vxlan"; };
     };
     config = { config, ... }: {
-      systemd.services.flannel = mkIf config.services.flannel.enable (upstreamUnit "${pkgs.flannel}/bin/flannel");
+      systemd.services.flannel = mkIf config.services.flannel.enable (lib.recursiveUpdate (upstreamUnit "${pkgs.flannel}/bin/flannel") {
+        after = [ "network.target" ];
+        serviceConfig = { Restart = "always"; RestartSec = "10s"; RuntimeDirectory = "flannel"; };
+      });
     };
   }
   {
@@ -389,7 +411,7 @@ in
         wants = [ "network-online.target" ];
         after = [ "network-online.target" ];
         script = lib.concatStringsSep " \\\n  " (
-          [ "exec ${pkgs.podman}/bin/podman run --rm --name=${lib.escapeShellArg name}" ]
+          [ "exec podman run --name=${lib.escapeShellArg name} --cidfile=/run/${lib.escapeShellArg name}/ctr-id -d --replace --rm" ]
           ++ lib.mapAttrsToList (k: v: "-e ${lib.escapeShellArg "${k}=${v}"}") c.environment
           ++ map (v: "-v ${lib.escapeShellArg v}") c.volumes
           ++ lib.optional (c.user != null) "-u ${lib.escapeShellArg c.user}"
@@ -397,7 +419,21 @@ in
           ++ [ c.image ]
           ++ map lib.escapeShellArg c.cmd
         );
-        serviceConfig = { Type = "notify"; Restart = "always"; };
+        preStop = "podman stop --ignore --cidfile=/run/${lib.escapeShellArg name}/ctr-id";
+        postStop = "podman rm -f --ignore --cidfile=/run/${lib.escapeShellArg name}/ctr-id";
+        path = [ pkgs.podman ];
+        serviceConfig = {
+          ExecStartPre = [ "${pkgs.writeShellScript "pre-start" "podman rm -f ${name} || true"}" ];
+          TimeoutStartSec = 0;
+          TimeoutStopSec = 120;
+          Restart = "always";
+          Environment = "PODMAN_SYSTEMD_UNIT=%n";
+          Type = "notify";
+          NotifyAccess = "all";
+          User = "root";
+          # single values: a module that sets another one conflicts, as upstream
+          RuntimeDirectory = lib.escapeShellArg name;
+        };
       }) config.virtualisation.oci-containers.containers;
     };
   }
@@ -441,8 +477,12 @@ in
     };
     config = { config, ... }: {
       systemd.services.docker-registry = mkIf config.services.dockerRegistry.enable (
-        upstreamUnit "${pkgs.docker-distribution}/bin/registry serve /etc/docker/registry/config.yml"
-        // { after = [ "network.target" ]; }
+        {
+          wantedBy = [ "multi-user.target" ];
+          after = [ "network.target" ];
+          script = "${pkgs.docker-distribution}/bin/registry serve /etc/docker/registry/config.yml";
+          serviceConfig = { User = "docker-registry"; WorkingDirectory = "/var/lib/docker-registry"; };
+        }
       );
     };
   }
@@ -459,6 +499,7 @@ in
         wantedBy = [ "multi-user.target" ];
         after = [ "network.target" ];
         script = "exec ${pkgs.nix-serve}/bin/nix-serve --listen ${config.services.nix-serve.bindAddress}:${toString config.services.nix-serve.port}";
+        serviceConfig = { Restart = "always"; RestartSec = "5s"; User = "nix-serve"; Group = "nix-serve"; DynamicUser = true; };
       };
     };
   }
@@ -496,7 +537,16 @@ in
         }) cfg.ensureUsers;
         systemd.services.postgresql = mkIf cfg.enable (lib.recursiveUpdate (upstreamUnit "${cfg.package}/bin/postgres") {
           after = [ "network.target" ];
-          serviceConfig = { Type = "notify"; User = "postgres"; Restart = "always"; };
+          serviceConfig = {
+            Type = "notify";
+            User = "postgres";
+            Group = "postgres";
+            RuntimeDirectory = "postgresql";
+            TimeoutSec = 120;
+            Restart = "always";
+          };
+          startLimitIntervalSec = 605;
+          startLimitBurst = 5;
         });
         # newer NixOS: ensureDatabases/ensureUsers run in a oneshot after postgresql.service
         systemd.services.postgresql-setup = mkIf cfg.enable {
@@ -528,7 +578,13 @@ in
           serviceConfig = {
             # reads requirePassFile as root into the config
             ExecStartPre = lib.optional (s.requirePassFile != null) "+${pkgs.writeShellScript "redis-${name}-credentials" "cat ${s.requirePassFile}"}";
+            Type = "notify";
             User = "redis-${name}";
+            Group = "redis-${name}";
+            RuntimeDirectory = "redis-${name}";
+            RuntimeDirectoryMode = "0750";
+            StateDirectory = "redis-${name}";
+            StateDirectoryMode = "0700";
           };
         }
       )) (lib.filterAttrs (_: s: s.enable) config.services.redis.servers);

@@ -19,19 +19,29 @@ shift 4
 [ -n "$src" ] && [ -d "$src" ] || die "SRC ${src@Q} is not a directory (is \$CREDENTIALS_DIRECTORY set?)"
 [[ "$dst" == /* ]] || die "DST ${dst@Q} is not an absolute path"
 owner=${owner:-0:0}
-[[ "$owner" =~ ^[0-9]{1,10}(:[0-9]{1,10})?$ ]] || die "OWNER ${owner@Q} is not uid[:gid] (numbers)"
+[[ "$owner" =~ ^(0|[1-9][0-9]{0,9})(:(0|[1-9][0-9]{0,9}))?$ ]] || die "OWNER ${owner@Q} is not uid[:gid] (numbers)"
 uid=${owner%%:*}
 gid=$uid
 [[ "$owner" == *:* ]] && gid=${owner#*:}
-
-# 0711: the container's user reaches its files by name, nobody lists them
-install -d -m 0711 -o 0 -g 0 -- "$dst"
+(( uid <= 4294967294 && gid <= 4294967294 )) || die "OWNER ${owner@Q}: a uid or gid is above 4294967294"
 for name in "$@"; do
   [[ "$name" =~ ^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$ ]] || die "secret name ${name@Q} is not a safe file name"
-  [ -f "$src/$name" ] || die "credential $name is missing in $src (not delivered yet?)"
+  [ -f "$src/$name" ] && [ ! -L "$src/$name" ] || die "credential $name is missing in $src (not delivered yet?)"
+done
+
+# DST is the unit's own runtime directory: never follow a link planted there
+[ ! -L "$dst" ] || die "DST ${dst@Q} is a symbolic link"
+# 0711: the container's user reaches its files by name, nobody lists them
+install -d -m 0711 -o 0 -g 0 -- "$dst"
+tmp=""
+trap '[ -z "$tmp" ] || rm -f -- "$tmp"' EXIT
+for name in "$@"; do
   tmp=$(mktemp -- "$dst/.$name.XXXXXX")
   cat -- "$src/$name" > "$tmp"
   chown -- "$uid:$gid" "$tmp"
   chmod 0400 -- "$tmp"
-  mv -f -- "$tmp" "$dst/$name"
+  # -T: replace DST/NAME itself, never move into a directory of that name
+  if [ -d "$dst/$name" ] && [ ! -L "$dst/$name" ]; then rm -rf -- "${dst:?}/$name"; fi
+  mv -fT -- "$tmp" "$dst/$name"
+  tmp=""
 done
