@@ -99,3 +99,29 @@ def test_bad_arguments_are_refused_and_name_the_problem(
     proc = stage(credentials, tmp_path / "out", owner, *names)
     assert proc.returncode == 2
     assert says in proc.stderr
+
+
+def test_a_link_planted_as_the_destination_is_refused(credentials: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (tmp_path / "dst").symlink_to(elsewhere)
+    proc = stage(credentials, tmp_path / "dst", "1000", "api-token")
+    assert proc.returncode == 2 and "is a symbolic link" in proc.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert (elsewhere.stat().st_mode & 0o777) == 0o755
+
+
+def test_a_directory_in_the_way_is_replaced_by_the_file(credentials: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "dst"
+    (dst / "api-token").mkdir(parents=True)
+    proc = stage(credentials, dst, "1000", "api-token")
+    assert proc.returncode == 0, proc.stderr
+    assert (dst / "api-token").is_file()
+    assert (dst / "api-token").read_bytes() == (credentials / "api-token").read_bytes()
+    assert sorted(p.name for p in dst.iterdir()) == ["api-token"]
+
+
+def test_ids_beyond_what_the_kernel_allows_are_refused(credentials: Path, tmp_path: Path) -> None:
+    proc = stage(credentials, tmp_path / "dst", "4294967295", "api-token")
+    assert proc.returncode == 2 and "above 4294967294" in proc.stderr
+    assert not (tmp_path / "dst").exists()

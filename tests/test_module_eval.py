@@ -90,7 +90,10 @@ def test_every_node_of_every_cluster_evaluates_cleanly() -> None:
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
     ).stdout.split(b"\0")
     for name in filter(None, files):
         src = REPO / name.decode()
