@@ -73,17 +73,50 @@ in
 
       # publish ports are cluster-wide: consumers reach every app at 127.0.0.1:<publish>
       byPublish = builtins.groupBy (a: toString a.publish) apps;
+      portName = builtins.listToAttrs (map (k: { name = toString c.ports.${k}; value = k; }) (builtins.attrNames c.ports));
+      reservedErr = a: field:
+        let p = a.${field}; in
+        if builtins.elem p c.reservedPorts then
+          [ "apps.${a.name}.${field}: port ${toString p} is the platform's (${c.portUsers.${portName.${toString p}}}); an app may not listen on or publish any of the platform's ports ${showList (map toString c.reservedPorts)}" ]
+        else
+          [ ];
       publishErrors =
         map (p: let g = byPublish.${p}; in "apps.${(builtins.head g).name}.publish: port ${p} is published by ${showList (map (a: "apps.${a.name}") g)}; publish ports are cluster-wide (consumers reach every app at 127.0.0.1:<publish>), give each app its own") (check.duplicateKeys byPublish)
-        ++ builtins.concatMap (a: if builtins.elem a.publish c.reservedPorts then [ "apps.${a.name}.publish: port ${toString a.publish} is reserved by the platform (${showList (map toString c.reservedPorts)})" ] else [ ]) apps;
+        ++ builtins.concatMap (a: reservedErr a "publish") apps;
 
+      # Listeners on one node: the ports of the apps placed there, and the
+      # mesh proxy's 127.0.0.1:<publish> of every app the node consumes (the
+      # platform's own ports are refused for apps anywhere, above). Checked
+      # per placement against the publish index, so the cost stays linear.
       portErrors =
-        builtins.concatMap (a: if builtins.elem a.port c.reservedPorts then [ "apps.${a.name}.port: port ${toString a.port} is reserved by the platform (${showList (map toString c.reservedPorts)})" ] else [ ]) apps
+        builtins.concatMap (a: reservedErr a "port") apps
         ++ builtins.concatMap (
           n:
           let byPort = builtins.groupBy (a: toString a.port) hosted.${n}; in
           map (p: let g = byPort.${p}; in "apps.${(builtins.head g).name}.port: port ${p} is used by ${showList (map (a: "apps.${a.name}") g)}, all placed on node ${n}; apps on one node need distinct ports") (check.duplicateKeys byPort)
-        ) (builtins.attrNames hosted);
+        ) (builtins.attrNames hosted)
+        ++ (
+          let
+            clashes = builtins.concatMap (
+              a:
+              builtins.concatMap (
+                n:
+                map (b: { inherit a b n; }) (
+                  builtins.filter (b: s.nodes ? ${n} && builtins.elem b.group s.nodes.${n}.consumes) (byPublish.${toString a.port} or [ ])
+                )
+              ) a.nodes
+            ) apps;
+            byPair = builtins.groupBy (x: "${x.a.name} ${x.b.name}") clashes;
+          in
+          map (
+            k:
+            let
+              g = byPair.${k};
+              x = builtins.head g;
+            in
+            "apps.${x.a.name}.port: port ${toString x.a.port} clashes on node${if builtins.length g > 1 then "s" else ""} ${showList (map (y: y.n) g)} with apps.${x.b.name}.publish (the mesh proxy listens on 127.0.0.1:${toString x.b.publish} on every node that consumes ${x.b.group}); give apps.${x.a.name}.port or apps.${x.b.name}.publish another port"
+          ) (builtins.attrNames byPair)
+        );
 
       addressErrors =
         builtins.concatMap (n: if addrs.${n}.ip == null then [ addrs.${n}.error ] else [ ]) nodeNames

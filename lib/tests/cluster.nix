@@ -17,7 +17,7 @@ let
     };
     apps = example.apps // {
       web = { group = "frontends"; port = 3000; publish = 5002; nodes = [ "worker002" ]; };
-      pg = { group = "services"; port = 5432; publish = 5432; nodes = [ "db" ]; secrets = [ "pg-pass" ]; };
+      pg = { group = "services"; port = 5432; publish = 15432; nodes = [ "db" ]; secrets = [ "pg-pass" ]; };
     };
   };
   biggerAddrs = addressesOf bigger;
