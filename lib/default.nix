@@ -6,6 +6,7 @@
 let
   constants = import ./constants.nix;
   check = import ./check.nix;
+  shell = import ./shell.nix;
   ip = import ./ip.nix;
   spec = import ./spec.nix;
   addresses = import ./addresses.nix;
@@ -23,7 +24,7 @@ let
     + builtins.concatStringsSep "\n" (map (e: "  - ${e}") errors);
 in
 {
-  inherit constants check ip spec addresses mesh placement waves validate manifest confd nodeconfig;
+  inherit constants check shell ip spec addresses mesh placement waves validate manifest confd nodeconfig;
 
   /**
     Evaluate a cluster spec (see docs/cluster-spec.md) into everything the

@@ -127,6 +127,48 @@ in
           in
           map (a: let g = byIp.${a}; in "nodes.${builtins.head g}.privateIp: address ${a} is taken by ${showList (map describe g)}; give all but one of them another nodes.<name>.privateIp") (check.duplicateKeys byIp)
         );
+      # Consumers get <PREFIX>_HOST/_PORT/_PROTOCOL/_PATH for every app they
+      # consume: two apps with one prefix would overwrite each other, and a
+      # prefix must not produce a variable a loader, shell or runtime reads.
+      byPrefix = builtins.groupBy (a: a.envPrefix) apps;
+      envErrors =
+        map (
+          p:
+          let g = byPrefix.${p}; in
+          "apps.${(builtins.head g).name}.envPrefix: ${p} is the prefix of ${showList (map (a: "apps.${a.name}") g)} (set or derived from the app name); a consumer of both would get one ${p}_HOST, ${p}_PORT, ... for two apps, give each app its own envPrefix"
+        ) (check.duplicateKeys byPrefix)
+        ++ builtins.concatMap (
+          a:
+          let denied = builtins.filter check.isDeniedEnvName (map (x: "${a.envPrefix}_${x}") c.envSuffixes); in
+          if denied == [ ] then
+            [ ]
+          else
+            [ "apps.${a.name}.envPrefix: ${a.envPrefix} (set or derived from the app name) would give consumers ${showList denied}, which loaders, shells or language runtimes read; choose another envPrefix (denied: the names and prefixes listed in docs/cluster-spec.md)" ]
+        ) apps;
+
+      # What Hetzner is given: server <cluster>-<node> (a hostname), network
+      # <cluster>, firewalls <cluster>-<type>, SSH keys <cluster>-<12 hex>,
+      # placement groups <cluster>-spread-<n>: each at most 63 characters.
+      nameMax = c.hetzner.nameMax;
+      clusterNameMax = nameMax - builtins.stringLength "-spread-99999";
+      hetznerErrors =
+        if s.provider.type != "hetzner" then
+          [ ]
+        else
+          (
+            if builtins.stringLength s.name > clusterNameMax then
+              [ "name: ${builtins.toJSON s.name} is ${toString (builtins.stringLength s.name)} characters; Hetzner resource names are derived from it (\"${s.name}-spread-1\", SSH keys \"${s.name}-<12 hex>\") and may have at most ${toString nameMax}, so the cluster name may have at most ${toString clusterNameMax}" ]
+            else
+              [ ]
+          )
+          ++ builtins.concatMap (
+            n:
+            let server = "${s.name}-${n}"; in
+            if builtins.stringLength server > nameMax then
+              [ "nodes.${n}: its server name \"${server}\" (<cluster>-<node>) is ${toString (builtins.stringLength server)} characters; Hetzner server names are hostnames of at most ${toString nameMax}, shorten the node or the cluster name" ]
+            else
+              [ ]
+          ) nodeNames;
     in
-    zoneErrors ++ adminErrors ++ overlayErrors ++ ctrlErrors ++ placementErrors ++ publishErrors ++ portErrors ++ addressErrors;
+    zoneErrors ++ hetznerErrors ++ envErrors ++ adminErrors ++ overlayErrors ++ ctrlErrors ++ placementErrors ++ publishErrors ++ portErrors ++ addressErrors;
 }
