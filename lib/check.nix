@@ -4,6 +4,15 @@ let
   ip = import ./ip.nix;
   c = import ./constants.nix;
 
+  # Characters toJSON leaves as they are but a terminal may act on: DEL, the
+  # C1 controls (U+0080-U+009F), the line/paragraph separators and the bidi
+  # overrides/isolates. `show` writes them as \u escapes.
+  hex4 = i: let d = builtins.substring; h = "0123456789abcdef"; in
+    d (i / 4096) 1 h + d (builtins.bitAnd (i / 256) 15) 1 h + d (builtins.bitAnd (i / 16) 15) 1 h + d (builtins.bitAnd i 15) 1 h;
+  invisibleCodes = [ 127 ] ++ builtins.genList (i: 128 + i) 32 ++ [ 8232 8233 8234 8235 8236 8237 8238 8294 8295 8296 8297 ];
+  invisible = map (i: builtins.fromJSON "\"\\u${hex4 i}\"") invisibleCodes;
+  invisibleEscaped = map (i: "\\u${hex4 i}") invisibleCodes;
+
   lower = builtins.replaceStrings
     (builtins.genList (i: builtins.substring i 1 "ABCDEFGHIJKLMNOPQRSTUVWXYZ") 26)
     (builtins.genList (i: builtins.substring i 1 "abcdefghijklmnopqrstuvwxyz") 26);
@@ -175,7 +184,7 @@ rec {
 
     Example: pathSegment "web" => "web"; pathSegment "a\nb" => "\"a\\nb\""
   */
-  pathSegment = k: if builtins.stringLength k <= 100 && builtins.match "[A-Za-z0-9_.-]+" k != null then k else builtins.toJSON k;
+  pathSegment = k: if builtins.stringLength k <= 100 && builtins.match "[A-Za-z0-9_.-]+" k != null then k else show k;
 
   /**
     Render a list of strings for a message: "a, b, c".
@@ -186,9 +195,12 @@ rec {
 
   /**
     Render any value for a message (strings quoted, others as JSON; a
-    string of more than 200 characters is cut to its first 100).
+    string of more than 200 bytes is cut to its first 100 (when they are
+    printable ASCII; else only its length is shown); DEL,
+    C1 controls, line separators and bidi overrides as \u escapes, so a
+    message cannot act on the terminal or hide text).
 
-    Example: show "x" => "\"x\""; show 3 => "3"
+    Example: show "x" => "\"x\""; show 3 => "3"; show "a\nb" => "\"a\\nb\""
   */
   show =
     v:
@@ -197,9 +209,11 @@ rec {
     else if builtins.isPath v then
       "a path"
     else if builtins.isString v && builtins.stringLength v > 200 then
-      "${builtins.toJSON (builtins.substring 0 100 v)}... (${toString (builtins.stringLength v)} characters)"
+      let head = builtins.substring 0 100 v; in
+      # the first 100 bytes, when cutting there cannot split a UTF-8 character
+      (if builtins.match "[ -~]*" head != null then "${show head}... " else "a string ") + "(${toString (builtins.stringLength v)} characters)"
     else
-      builtins.toJSON v;
+      builtins.replaceStrings invisible invisibleEscaped (builtins.toJSON v);
 
   /**
     Errors for fields of attrset `value` at `path` not in `allowed`.

@@ -124,8 +124,8 @@ let
             builtins.concatMap (
               k:
               (if check.isLabelKey k then [ ] else [ "${path}.labels: key ${show k} is not a valid label key (a name of at most 63 alphanumerics, '-', '_', '.', beginning and ending alphanumeric, optionally after a DNS-subdomain prefix of at most 253 characters and '/')" ])
-              ++ (if check.isReservedName k then [ "${path}.labels.${builtins.toJSON k}: keys starting with ${c.labelPrefix} (or ${c.reservedNamePrefix}-) are reserved for labels nix-infra sets itself" ] else [ ])
-              ++ (if check.isLabelValue v.${k} then [ ] else [ "${path}.labels.${builtins.toJSON k}: ${show v.${k}} is not a valid label value (empty, or at most 63 alphanumerics, '-', '_', '.', beginning and ending alphanumeric)" ])
+              ++ (if check.isReservedName k then [ "${path}.labels.${check.show k}: keys starting with ${c.labelPrefix} (or ${c.reservedNamePrefix}-) are reserved for labels nix-infra sets itself" ] else [ ])
+              ++ (if check.isLabelValue v.${k} then [ ] else [ "${path}.labels.${check.show k}: ${show v.${k}} is not a valid label value (empty, or at most 63 alphanumerics, '-', '_', '.', beginning and ending alphanumeric)" ])
             ) (builtins.attrNames v)
         )
         ++ opt n "consumes" (v: stringListErr "${path}.consumes" "a group (${showList c.groups})" (x: builtins.elem x c.groups) v ++ (if builtins.isList v then uniqueListErr "${path}.consumes" v else [ ]))
@@ -141,10 +141,15 @@ let
       ++ opt h "path" (urlPathErr "${path}.path")
       ++ opt h "command" (
         v:
-        if builtins.isString v && v != "" && builtins.stringLength v <= 4096 && builtins.match "[^[:cntrl:]]*" (builtins.replaceStrings [ "\n" "\t" ] [ "" "" ] v) != null then
+        if
+          builtins.isString v
+          && builtins.stringLength v <= 4096
+          && builtins.match "[^[:cntrl:]]*" (builtins.replaceStrings [ "\n" "\t" ] [ "" "" ] v) != null
+          && builtins.match "[[:space:]]*" v == null
+        then
           [ ]
         else
-          [ "${path}.command: ${show v} is not a shell command (1-4096 characters, no control characters but newline and tab)" ]
+          [ "${path}.command: ${show v} is not a shell command (1-4096 characters, not only blanks, no control characters but newline and tab)" ]
       )
       ++ (if (h.type or null) == "command" && !(h ? command) then [ "${path}.command: missing; a health check of type \"command\" needs a command" ] else [ ])
       ++ opt h "intervalSeconds" (secondsErr "${path}.intervalSeconds")
@@ -233,7 +238,11 @@ in
       in
       check.unknownFields "spec" topFields spec
       ++ req "spec" spec "name" "the cluster name, a DNS label" (
-        v: if check.isDnsLabel v then [ ] else [ "name: ${show v} is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ]
+        v:
+        if !(check.isDnsLabel v) then
+          [ "name: ${show v} is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ]
+        else
+          reservedErr "name" "cluster name" v
       )
       ++ req "spec" spec "provider" "an attribute set with location, sshKeys, ..." providerErrors
       ++ req "spec" spec "nodes" "an attribute set of nodes" (

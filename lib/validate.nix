@@ -63,7 +63,7 @@ in
         builtins.concatMap (
           n:
           if !(s.nodes ? ${n}) then
-            [ "apps.${a.name}.nodes: node ${builtins.toJSON n} does not exist; nodes are: ${showList nodeNames}" ]
+            [ "apps.${a.name}.nodes: node ${check.show n} does not exist; nodes are: ${showList nodeNames}" ]
           else if !(builtins.elem s.nodes.${n}.type c.appHostTypes) then
             [ "apps.${a.name}.nodes: ${n} is a ${s.nodes.${n}.type} node, which hosts no apps; apps run on ${showList c.appHostTypes} nodes" ]
           else

@@ -53,4 +53,12 @@ in
     expr = (lib.evalCluster (example // { nodes = example.nodes // { worker001 = example.nodes.worker001 // { consumes = [ "frontends" ]; }; }; })).etcdSeed."/cluster/nodes/worker001".services;
     expected = [ "frontends" ];
   };
+  testSpecErrorsIsWhatEvalClusterThrows = {
+    expr = [
+      (lib.specErrors example)
+      (lib.specErrors (example // { name = "Bad"; }))
+      (builtins.tryEval (lib.evalCluster (example // { name = "Bad"; })).manifest).success
+    ];
+    expected = [ [ ] [ "name: \"Bad\" is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ] false ];
+  };
 }

@@ -70,6 +70,7 @@ in
   appPathAuthority = { spec = withApi { path = "//evil.example/x"; }; field = "apps.api.path"; };
   healthPathWithSpaceAndSemicolon = { spec = withApi { healthCheck.path = "/x;touch /tmp/P"; }; field = "apps.api.healthCheck.path"; };
   healthPathWithNewline = { spec = withApi { healthCheck.path = "/h\nreboot"; }; field = "apps.api.healthCheck.path"; };
+  healthCommandBlank = { spec = withApi { healthCheck = { type = "command"; command = " \n"; }; }; field = "apps.api.healthCheck.command"; };
   healthCommandWithCarriageReturn = { spec = withApi { healthCheck = { type = "command"; command = "true\r"; }; }; field = "apps.api.healthCheck.command"; };
   # issue 12.2: OCI image references (distribution/reference grammar)
   imageWithOptions = { spec = withApi { image = "ghcr.io/acme/api:1 --privileged -v /:/host"; }; field = "apps.api.image"; };
@@ -91,6 +92,7 @@ in
   # issue 12.5: the nix-infra prefix is the platform's in every namespace
   secretReserved = { spec = withApi { secrets = [ "api-token" "nix-infra-etcd-client-key" ]; }; field = "apps.api.secrets[1]"; };
   unitReserved = { spec = withApi { unit = "nix-infra-confd.service"; }; field = "apps.api.unit"; };
+  clusterNameReserved = { spec = example // { name = "nix-infra-demo"; }; field = "name"; };
   appNameReserved = { spec = withApps { nix-infra-x = { group = "backends"; port = 3000; publish = 5002; nodes = [ "worker001" ]; envPrefix = "X"; }; }; field = "apps.nix-infra-x"; };
   nodeNameReserved = { spec = withNodes { nix-infra-w = worker; }; field = "nodes.nix-infra-w"; };
   labelKeyReserved = { spec = withNodes { w2 = worker // { labels."nix-infra-team" = "a"; }; }; field = "nodes.w2.labels.\"nix-infra-team\""; };
