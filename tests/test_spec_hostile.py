@@ -165,6 +165,7 @@ let
   c = lib.evalCluster spec;
   nodes = builtins.attrValues c.nodes;
   apps = d: builtins.attrValues d.config.apps;
+  mNodes = builtins.attrValues c.manifest.nodes;
 in {
   health = builtins.concatMap (d: map (a: {
     inherit (a) name port; type = a.healthCheck.type; path = a.healthCheck.path; command = a.healthCheck.command;
@@ -179,7 +180,6 @@ in {
   seed = c.etcdSeed;
   env = map (d: { env = d.consumerEnv; consumed = builtins.length d.consumedApps; }) nodes;
   servers = map (n: "${c.manifest.cluster}-${n}") (builtins.attrNames c.manifest.nodes);
-  mNodes = builtins.attrValues c.manifest.nodes;
   words = [ c.manifest.cluster c.manifest.provider.image ] ++ c.manifest.secrets ++ c.manifest.adminCidrs
     ++ builtins.concatMap (n: [ n.name n.serverType n.image n.location ] ++ n.consumes) mNodes
     ++ builtins.concatMap (a: [ a.name a.group a.protocol a.unit ] ++ a.nodes) (builtins.attrValues c.manifest.apps);
