@@ -1,5 +1,5 @@
 # Bad specs and the field path each error message must name. Run by
-# orchestrator/tests/test_lib_nix.py: evaluating (evalCluster spec).manifest
+# tests/test_lib.py (test_bad_spec_error_names_its_field): evaluating (evalCluster spec).manifest
 # must fail, and stderr must carry a line "  - <field>: ...".
 let
   example = import ../example.nix;
