@@ -16,8 +16,8 @@
   apps.demo = { group = "backends"; port = 8080; publish = 5001; nodes = [ "worker001" "worker002" ]; unit = "demo-app.service";
                 healthCheck = { type = "http"; path = "/"; intervalSeconds = 1; timeoutSeconds = 1; }; };
   # the app modules' test (checks/app-modules.nix)
-  apps.db = { group = "services"; port = 5432; publish = 5432; nodes = [ "svc001" ]; unit = "postgresql.service";
+  apps.db = { group = "services"; port = 5432; publish = 15432; nodes = [ "svc001" ]; unit = "postgresql.service";
               protocol = "tcp"; secrets = [ "db-password" ]; healthCheck.type = "tcp"; };
-  apps.cache = { group = "services"; port = 6379; publish = 6379; nodes = [ "svc001" ]; unit = "redis-cache.service";
+  apps.cache = { group = "services"; port = 6379; publish = 16379; nodes = [ "svc001" ]; unit = "redis-cache.service";
                  protocol = "tcp"; secrets = [ "cache-password" ]; healthCheck.type = "tcp"; };
 }

@@ -32,10 +32,6 @@
   # Node types that run apps; ctrl, ingress and registry host none.
   appHostTypes = [ "worker" "service" ];
 
-  # Ports the platform itself binds on nodes (ssh, ingress http/https, etcd
-  # client/peer); an app may neither listen on nor publish one of them.
-  reservedPorts = [ 22 80 443 2379 2380 ];
-
   # Platform ports, opened by the node's firewall.
   ports = {
     ssh = 22;
@@ -50,6 +46,32 @@
     # the cluster's Nix binary cache (nix-serve) on registry nodes, private interface only.
     binaryCache = 5080;
   };
+
+  # Which platform ports (names in `ports`) a node of each type binds itself;
+  # the firewall (placement.nix) opens exactly these.
+  platformPorts = {
+    ctrl = [ "ssh" "etcdClient" "etcdPeer" "wireguard" ];
+    worker = [ "ssh" "wireguard" ];
+    service = [ "ssh" "wireguard" ];
+    ingress = [ "ssh" "http" "https" "wireguard" ];
+    registry = [ "ssh" "registry" "binaryCache" "wireguard" ];
+  };
+
+  # What binds each platform port, for error messages.
+  portUsers = {
+    ssh = "sshd on every node";
+    http = "the ingress proxy (http) on ingress nodes";
+    https = "the ingress proxy (https) on ingress nodes";
+    etcdClient = "etcd (clients) on ctrl nodes";
+    etcdPeer = "etcd (peers) on ctrl nodes";
+    wireguard = "the overlay (flannel/wireguard, UDP) on every node";
+    registry = "the container registry on registry nodes";
+    binaryCache = "the binary cache (nix-serve) on registry nodes";
+  };
+
+  # Ports the platform binds on some node type: an app may neither listen on
+  # nor publish one of them, anywhere (22, 80, 443, 2379, 2380, 5000, 5080, 51820).
+  reservedPorts = [ 22 80 443 2379 2380 5000 5080 51820 ];
 
   # Address plan of the private network: it is cut into 8 equal blocks; block
   # 0 holds the network address and Hetzner's gateway, blocks 1-5 hold the
@@ -76,4 +98,39 @@
 
   # Labels the tool owns on every cloud resource; users may not set them.
   labelPrefix = "nix-infra/";
+
+  # The prefix of every name the platform gives its own things (credentials
+  # such as nix-infra-etcd-client-key, units such as nix-infra-confd.service):
+  # no secret, unit, app, node or label key of the spec may start with it.
+  reservedNamePrefix = "nix-infra";
+
+  # Hetzner Cloud's limits: resource names (servers are hostnames, RFC 1123)
+  # and label values are at most 63 characters; a label key's optional
+  # prefix (a DNS subdomain) at most 253.
+  hetzner = {
+    nameMax = 63;
+    labelPrefixMax = 253;
+  };
+
+  # Environment variables consumers of an app get: <PREFIX>_<suffix>.
+  envSuffixes = [ "HOST" "PORT" "PROTOCOL" "PATH" ];
+
+  # Variables that loaders, shells, language runtimes and common tools read
+  # (so a consumer must never get one from the mesh): an app's prefix may not
+  # produce any of these names, nor one starting with a denied prefix.
+  deniedEnvNames = [
+    "PATH" "HOME" "SHELL" "IFS" "ENV" "BASH_ENV" "CDPATH" "PS4" "PROMPT_COMMAND" "SHELLOPTS" "BASHOPTS"
+    "GLOBIGNORE" "TMPDIR" "TZ" "TZDIR" "LANG" "LANGUAGE" "LOCPATH" "NLSPATH" "GCONV_PATH" "HOSTALIASES"
+    "LOCALDOMAIN" "RES_OPTIONS" "TERMINFO" "TERMINFO_DIRS" "MANPATH" "INFOPATH" "CLASSPATH"
+    "JAVA_TOOL_OPTIONS" "JDK_JAVA_OPTIONS" "HTTP_PROXY" "HTTPS_PROXY" "FTP_PROXY" "ALL_PROXY" "NO_PROXY"
+    "http_proxy" "https_proxy" "ftp_proxy" "all_proxy" "no_proxy" "PKG_CONFIG_PATH" "GEM_PATH" "GEM_HOME"
+    "GOPATH" "GOFLAGS" "GODEBUG" "CURL_CA_BUNDLE" "REQUESTS_CA_BUNDLE" "OPENSSL_CONF" "OPENSSL_MODULES"
+    "GIO_MODULE_DIR" "GST_PLUGIN_PATH" "QT_PLUGIN_PATH" "GI_TYPELIB_PATH" "GTK_PATH" "CONTAINER_HOST"
+    "DOCKER_HOST" "EDITOR" "VISUAL" "PAGER" "BROWSER" "USER" "LOGNAME" "MAIL" "TERM"
+  ];
+  deniedEnvPrefixes = [
+    "LD_" "DYLD_" "MALLOC_" "GLIBC_" "GCONV_" "PYTHON" "NODE_" "NPM_CONFIG_" "PERL" "RUBY" "GEM_" "BUNDLE_"
+    "JAVA_" "_JAVA_" "JDK_" "LUA_" "GIT_" "NIX_" "SYSTEMD_" "DBUS_" "XDG_" "LC_" "SSL_" "OPENSSL_" "CURL_"
+    "DOCKER_" "CONTAINER_" "PODMAN_" "KUBERNETES_" "ETCDCTL_" "BASH_FUNC_" "SSH_" "GNUTLS_" "NSS_" "KRB5"
+  ];
 }

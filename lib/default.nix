@@ -6,6 +6,7 @@
 let
   constants = import ./constants.nix;
   check = import ./check.nix;
+  shell = import ./shell.nix;
   ip = import ./ip.nix;
   spec = import ./spec.nix;
   addresses = import ./addresses.nix;
@@ -17,13 +18,40 @@ let
   confd = import ./confd.nix;
   nodeconfig = import ./nodeconfig.nix;
 
+  # shape errors first; semantic ones (which need a well-shaped spec) only without them
+  errorsOf =
+    rawSpec: s: addrs: hosted:
+    let
+      shapeErrors = spec.shapeErrors rawSpec;
+    in
+    if shapeErrors != [ ] then shapeErrors else validate.semanticErrors s addrs hosted;
+
+  specErrors =
+    rawSpec:
+    let
+      s = spec.normalize rawSpec;
+    in
+    errorsOf rawSpec s (addresses.assign s.provider.network s.nodes) (placement.appsByNode s.apps);
+
   formatErrors =
     errors:
     "nix-infra: the cluster spec has ${toString (builtins.length errors)} error${if builtins.length errors == 1 then "" else "s"}:\n"
     + builtins.concatStringsSep "\n" (map (e: "  - ${e}") errors);
 in
 {
-  inherit constants check ip spec addresses mesh placement waves validate manifest confd nodeconfig;
+  inherit constants check shell ip spec addresses mesh placement waves validate manifest confd nodeconfig;
+
+  /**
+    Every error of a raw cluster spec, without throwing: its shape errors
+    (spec.shapeErrors) or, when there are none, its semantic errors
+    (validate.semanticErrors). Each message starts with the field path.
+    evalCluster throws exactly these.
+
+    Example: specErrors (import ./example.nix) => [ ]
+    Example: specErrors ((import ./example.nix) // { name = "Bad"; })
+      => [ "name: \"Bad\" is not a DNS label ..." ]
+  */
+  inherit specErrors;
 
   /**
     Evaluate a cluster spec (see docs/cluster-spec.md) into everything the
@@ -46,12 +74,10 @@ in
   evalCluster =
     rawSpec:
     let
-      shapeErrors = spec.shapeErrors rawSpec;
       s = spec.normalize rawSpec;
       addrs = addresses.assign s.provider.network s.nodes;
       hosted = placement.appsByNode s.apps;
-      semanticErrors = validate.semanticErrors s addrs hosted;
-      errors = if shapeErrors != [ ] then shapeErrors else semanticErrors;
+      errors = errorsOf rawSpec s addrs hosted;
 
       ipOf = builtins.mapAttrs (_: a: a.ip) addrs;
       ws = waves.waves s.nodes;

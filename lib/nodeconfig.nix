@@ -7,6 +7,7 @@ let
   mesh = import ./mesh.nix;
   confd = import ./confd.nix;
   placement = import ./placement.nix;
+  shell = import ./shell.nix;
 in
 rec {
   # Where nix-infra keeps its state on a node; the orchestrator writes credentials here.
@@ -16,10 +17,14 @@ rec {
   /**
     The shell command that decides whether an app instance is healthy, from
     its normalized healthCheck: an HTTP GET of its path, a TCP connect, or
-    the user's command; each bounded by timeoutSeconds.
+    the user's command; each bounded by timeoutSeconds. The registration
+    script runs it with `bash -c`, so every word lib builds is quoted
+    (shell.escapeShellArg): a path such as "/h?a=1&b=2" stays one word.
 
     Example: healthCommand { port = 8080; healthCheck = { type = "http"; path = "/h"; timeoutSeconds = 5; }; }
       => "curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8080/h"
+    Example: healthCommand { port = 8080; healthCheck = { type = "http"; path = "/h?a=1&b=2"; timeoutSeconds = 5; }; }
+      => "curl -fsS -o /dev/null --max-time 5 'http://127.0.0.1:8080/h?a=1&b=2'"
   */
   healthCommand =
     app:
@@ -28,9 +33,9 @@ rec {
       t = toString h.timeoutSeconds;
     in
     if h.type == "http" then
-      "curl -fsS -o /dev/null --max-time ${t} http://127.0.0.1:${toString app.port}${h.path}"
+      shell.escapeShellArgs [ "curl" "-fsS" "-o" "/dev/null" "--max-time" t "http://127.0.0.1:${toString app.port}${h.path}" ]
     else if h.type == "tcp" then
-      "timeout ${t} bash -c '</dev/tcp/127.0.0.1/${toString app.port}'"
+      shell.escapeShellArgs [ "timeout" t "bash" "-c" "</dev/tcp/127.0.0.1/${toString app.port}" ]
     else
       h.command;
 

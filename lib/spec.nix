@@ -47,6 +47,15 @@ let
   secondsErr = path: v:
     if builtins.isInt v && v >= 1 && v <= 3600 then [ ] else [ "${path}: ${show v} is not allowed; expected whole seconds from 1 to 3600" ];
   attrsErr = path: v: if builtins.isAttrs v then [ ] else [ "${path}: expected an attribute set, got ${show v}" ];
+  urlPathErr = path: v:
+    if check.isUrlPath v then
+      [ ]
+    else
+      [ "${path}: ${show v} is not a URL path: '/' then at most 1024 characters of RFC 3986 path and query (letters, digits, -._~!$&'()*+,;=:@/? and %XX escapes; no spaces, quotes or '#'), not starting with '//'" ];
+  imageErr = path: v:
+    if check.isHetznerName v then [ ] else [ "${path}: ${show v} is not an image name such as \"debian-12\" (1-63 of a-z, 0-9, '.', '_', '-', starting alphanumeric)" ];
+  reservedErr = path: what: v:
+    if check.isReservedName v then [ "${path}: the ${what} ${show v} starts with ${c.reservedNamePrefix}-, which is reserved for the platform's own names" ] else [ ];
 
   providerErrors =
     p:
@@ -72,7 +81,7 @@ let
         else
           [ ]
       )
-      ++ opt p "image" (v: if builtins.isString v && v != "" then [ ] else [ "${path}.image: expected an image name such as \"debian-12\", got ${show v}" ])
+      ++ opt p "image" (imageErr "${path}.image")
       ++ req path p "sshKeys" "a non-empty list of OpenSSH public keys" (
         v:
         stringListErr "${path}.sshKeys" "an OpenSSH public key (\"ssh-ed25519 AAAA... comment\")" check.isSshPublicKey v
@@ -80,15 +89,16 @@ let
       )
       ++ opt p "adminCidrs" (
         v:
-        stringListErr "${path}.adminCidrs" "an IPv4 or IPv6 CIDR such as \"203.0.113.0/24\"" check.isAnyCidr v
+        stringListErr "${path}.adminCidrs" "an IPv4 or IPv6 network in CIDR form with no host bits set, such as \"203.0.113.0/24\" or \"2001:db8::/32\"" check.isAnyCidr v
       );
 
   nodeErrors =
     providerType: name: n:
     let
-      path = "nodes.${name}";
+      path = "nodes.${check.pathSegment name}";
     in
     (if check.isDnsLabel name then [ ] else [ "${path}: the node name ${show name} is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ])
+    ++ reservedErr path "node name" name
     ++ (
       if !(builtins.isAttrs n) then
         attrsErr path n
@@ -98,13 +108,13 @@ let
         ++ (
           if providerType == "hetzner" then
             req path n "serverType" "a Hetzner server type such as \"cx22\"" (
-              v: if builtins.isString v && builtins.match "[a-z0-9-]+" v != null then [ ] else [ "${path}.serverType: ${show v} is not a server type name such as \"cx22\"" ]
+              v: if check.isHetznerName v then [ ] else [ "${path}.serverType: ${show v} is not a server type name such as \"cx22\" (1-63 of a-z, 0-9, '.', '_', '-', starting alphanumeric)" ]
             )
           else
-            opt n "serverType" (v: if builtins.isString v then [ ] else [ "${path}.serverType: expected a string, got ${show v}" ])
+            opt n "serverType" (v: if check.isHetznerName v then [ ] else [ "${path}.serverType: ${show v} is not a server type name such as \"cx22\" (1-63 of a-z, 0-9, '.', '_', '-', starting alphanumeric)" ])
         )
         ++ opt n "location" (enumErr "${path}.location" locations)
-        ++ opt n "image" (v: if builtins.isString v && v != "" then [ ] else [ "${path}.image: expected an image name, got ${show v}" ])
+        ++ opt n "image" (imageErr "${path}.image")
         ++ opt n "privateIp" (v: if v == null || ip.parseIPv4 v != null then [ ] else [ "${path}.privateIp: ${show v} is not an IPv4 address" ])
         ++ opt n "labels" (
           v:
@@ -113,9 +123,9 @@ let
           else
             builtins.concatMap (
               k:
-              (if check.isLabelKey k then [ ] else [ "${path}.labels: key ${show k} is not a valid label key (alphanumerics, '-', '_', '.', at most 63 characters, optional DNS prefix and '/')" ])
-              ++ (if builtins.substring 0 (builtins.stringLength c.labelPrefix) k == c.labelPrefix then [ "${path}.labels.\"${k}\": the prefix ${c.labelPrefix} is reserved for labels nix-infra sets itself" ] else [ ])
-              ++ (if check.isLabelValue v.${k} then [ ] else [ "${path}.labels.\"${k}\": ${show v.${k}} is not a valid label value (a string of at most 63 alphanumerics, '-', '_', '.')" ])
+              (if check.isLabelKey k then [ ] else [ "${path}.labels: key ${show k} is not a valid label key (a name of at most 63 alphanumerics, '-', '_', '.', beginning and ending alphanumeric, optionally after a DNS-subdomain prefix of at most 253 characters and '/')" ])
+              ++ (if check.isReservedName k then [ "${path}.labels.${check.show k}: keys starting with ${c.labelPrefix} (or ${c.reservedNamePrefix}-) are reserved for labels nix-infra sets itself" ] else [ ])
+              ++ (if check.isLabelValue v.${k} then [ ] else [ "${path}.labels.${check.show k}: ${show v.${k}} is not a valid label value (empty, or at most 63 alphanumerics, '-', '_', '.', beginning and ending alphanumeric)" ])
             ) (builtins.attrNames v)
         )
         ++ opt n "consumes" (v: stringListErr "${path}.consumes" "a group (${showList c.groups})" (x: builtins.elem x c.groups) v ++ (if builtins.isList v then uniqueListErr "${path}.consumes" v else [ ]))
@@ -128,8 +138,19 @@ let
     else
       check.unknownFields path healthCheckFields h
       ++ opt h "type" (enumErr "${path}.type" healthCheckTypes)
-      ++ opt h "path" (v: if builtins.isString v && builtins.substring 0 1 v == "/" then [ ] else [ "${path}.path: ${show v} must be a URL path starting with '/'" ])
-      ++ opt h "command" (v: if builtins.isString v && v != "" then [ ] else [ "${path}.command: expected a shell command string" ])
+      ++ opt h "path" (urlPathErr "${path}.path")
+      ++ opt h "command" (
+        v:
+        if
+          builtins.isString v
+          && builtins.stringLength v <= 4096
+          && builtins.match "[^[:cntrl:]]*" (builtins.replaceStrings [ "\n" "\t" ] [ "" "" ] v) != null
+          && builtins.match "[[:space:]]*" v == null
+        then
+          [ ]
+        else
+          [ "${path}.command: ${show v} is not a shell command (1-4096 characters, not only blanks, no control characters but newline and tab)" ]
+      )
       ++ (if (h.type or null) == "command" && !(h ? command) then [ "${path}.command: missing; a health check of type \"command\" needs a command" ] else [ ])
       ++ opt h "intervalSeconds" (secondsErr "${path}.intervalSeconds")
       ++ opt h "timeoutSeconds" (secondsErr "${path}.timeoutSeconds");
@@ -137,9 +158,10 @@ let
   appErrors =
     name: a:
     let
-      path = "apps.${name}";
+      path = "apps.${check.pathSegment name}";
     in
     (if check.isDnsLabel name then [ ] else [ "${path}: the app name ${show name} is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ])
+    ++ reservedErr path "app name" name
     ++ (
       if !(builtins.isAttrs a) then
         attrsErr path a
@@ -154,12 +176,42 @@ let
           ++ (if v == [ ] then [ "${path}.nodes: is empty; place the app on at least one worker or service node" ] else [ ])
           ++ (if builtins.isList v then uniqueListErr "${path}.nodes" v else [ ])
         )
-        ++ opt a "envPrefix" (v: if builtins.isString v && builtins.match "[A-Z][A-Z0-9_]{0,63}" v != null then [ ] else [ "${path}.envPrefix: ${show v} is not an environment prefix (uppercase letters, digits and '_', starting with a letter)" ])
-        ++ opt a "image" (v: if v == null || (builtins.isString v && v != "") then [ ] else [ "${path}.image: expected an OCI image reference or null, got ${show v}" ])
-        ++ opt a "unit" (v: if builtins.isString v && builtins.match "[A-Za-z0-9@_.:-]+\\.service" v != null then [ ] else [ "${path}.unit: ${show v} is not a systemd service name (e.g. \"postgresql.service\")" ])
-        ++ opt a "secrets" (v: stringListErr "${path}.secrets" "a safe secret name (letters, digits, '.', '_', '-'; at most 64; not starting with '.' or '-')" check.isSafeFileName v ++ (if builtins.isList v then uniqueListErr "${path}.secrets" v else [ ]))
+        ++ opt a "envPrefix" (
+          v:
+          if !(builtins.isString v && builtins.match "[A-Z][A-Z0-9_]{0,63}" v != null) then
+            [ "${path}.envPrefix: ${show v} is not an environment prefix (1-64 of uppercase letters, digits and '_', starting with a letter)" ]
+          else if builtins.substring 0 9 v == "NIX_INFRA" then
+            [ "${path}.envPrefix: ${show v} starts with NIX_INFRA, which is reserved for the platform's own variables" ]
+          else
+            [ ]
+        )
+        ++ opt a "image" (
+          v:
+          if v == null || check.isOciReference v then
+            [ ]
+          else
+            [ "${path}.image: ${show v} is not an OCI image reference ([registry[:port]/]path[:tag][@sha256:digest], e.g. \"ghcr.io/acme/api:1.4\"; lowercase path, name at most 255 characters) or null" ]
+        )
+        ++ opt a "unit" (
+          v:
+          if !(check.isUnitName v) then
+            [ "${path}.unit: ${show v} is not a systemd service name (at most 255 of letters, digits, ':', '_', '.', '-', not starting with '-' or '.', an optional '@instance', ending in \".service\"; e.g. \"postgresql.service\")" ]
+          else
+            reservedErr "${path}.unit" "unit name" v
+        )
+        ++ opt a "secrets" (
+          v:
+          stringListErr "${path}.secrets" "a safe secret name (letters, digits, '.', '_', '-'; at most 64; not starting with '.' or '-')" check.isSafeFileName v
+          ++ (if builtins.isList v then uniqueListErr "${path}.secrets" v else [ ])
+          ++ (
+            if builtins.isList v then
+              builtins.concatLists (builtins.genList (i: reservedErr "${path}.secrets[${toString i}]" "secret name" (builtins.elemAt v i)) (builtins.length v))
+            else
+              [ ]
+          )
+        )
         ++ opt a "protocol" (enumErr "${path}.protocol" protocols)
-        ++ opt a "path" (v: if builtins.isString v && builtins.substring 0 1 v == "/" then [ ] else [ "${path}.path: ${show v} must be a URL path starting with '/'" ])
+        ++ opt a "path" (urlPathErr "${path}.path")
         ++ opt a "healthCheck" (healthCheckErrors "${path}.healthCheck")
     );
 
@@ -186,7 +238,11 @@ in
       in
       check.unknownFields "spec" topFields spec
       ++ req "spec" spec "name" "the cluster name, a DNS label" (
-        v: if check.isDnsLabel v then [ ] else [ "name: ${show v} is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ]
+        v:
+        if !(check.isDnsLabel v) then
+          [ "name: ${show v} is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ]
+        else
+          reservedErr "name" "cluster name" v
       )
       ++ req "spec" spec "provider" "an attribute set with location, sshKeys, ..." providerErrors
       ++ req "spec" spec "nodes" "an attribute set of nodes" (

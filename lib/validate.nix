@@ -63,7 +63,7 @@ in
         builtins.concatMap (
           n:
           if !(s.nodes ? ${n}) then
-            [ "apps.${a.name}.nodes: node ${builtins.toJSON n} does not exist; nodes are: ${showList nodeNames}" ]
+            [ "apps.${a.name}.nodes: node ${check.show n} does not exist; nodes are: ${showList nodeNames}" ]
           else if !(builtins.elem s.nodes.${n}.type c.appHostTypes) then
             [ "apps.${a.name}.nodes: ${n} is a ${s.nodes.${n}.type} node, which hosts no apps; apps run on ${showList c.appHostTypes} nodes" ]
           else
@@ -73,17 +73,50 @@ in
 
       # publish ports are cluster-wide: consumers reach every app at 127.0.0.1:<publish>
       byPublish = builtins.groupBy (a: toString a.publish) apps;
+      portName = builtins.listToAttrs (map (k: { name = toString c.ports.${k}; value = k; }) (builtins.attrNames c.ports));
+      reservedErr = a: field:
+        let p = a.${field}; in
+        if builtins.elem p c.reservedPorts then
+          [ "apps.${a.name}.${field}: port ${toString p} is the platform's (${c.portUsers.${portName.${toString p}}}); an app may not listen on or publish any of the platform's ports ${showList (map toString c.reservedPorts)}" ]
+        else
+          [ ];
       publishErrors =
         map (p: let g = byPublish.${p}; in "apps.${(builtins.head g).name}.publish: port ${p} is published by ${showList (map (a: "apps.${a.name}") g)}; publish ports are cluster-wide (consumers reach every app at 127.0.0.1:<publish>), give each app its own") (check.duplicateKeys byPublish)
-        ++ builtins.concatMap (a: if builtins.elem a.publish c.reservedPorts then [ "apps.${a.name}.publish: port ${toString a.publish} is reserved by the platform (${showList (map toString c.reservedPorts)})" ] else [ ]) apps;
+        ++ builtins.concatMap (a: reservedErr a "publish") apps;
 
+      # Listeners on one node: the ports of the apps placed there, and the
+      # mesh proxy's 127.0.0.1:<publish> of every app the node consumes (the
+      # platform's own ports are refused for apps anywhere, above). Checked
+      # per placement against the publish index, so the cost stays linear.
       portErrors =
-        builtins.concatMap (a: if builtins.elem a.port c.reservedPorts then [ "apps.${a.name}.port: port ${toString a.port} is reserved by the platform (${showList (map toString c.reservedPorts)})" ] else [ ]) apps
+        builtins.concatMap (a: reservedErr a "port") apps
         ++ builtins.concatMap (
           n:
           let byPort = builtins.groupBy (a: toString a.port) hosted.${n}; in
           map (p: let g = byPort.${p}; in "apps.${(builtins.head g).name}.port: port ${p} is used by ${showList (map (a: "apps.${a.name}") g)}, all placed on node ${n}; apps on one node need distinct ports") (check.duplicateKeys byPort)
-        ) (builtins.attrNames hosted);
+        ) (builtins.attrNames hosted)
+        ++ (
+          let
+            clashes = builtins.concatMap (
+              a:
+              builtins.concatMap (
+                n:
+                map (b: { inherit a b n; }) (
+                  builtins.filter (b: s.nodes ? ${n} && builtins.elem b.group s.nodes.${n}.consumes) (byPublish.${toString a.port} or [ ])
+                )
+              ) a.nodes
+            ) apps;
+            byPair = builtins.groupBy (x: "${x.a.name} ${x.b.name}") clashes;
+          in
+          map (
+            k:
+            let
+              g = byPair.${k};
+              x = builtins.head g;
+            in
+            "apps.${x.a.name}.port: port ${toString x.a.port} clashes on node${if builtins.length g > 1 then "s" else ""} ${showList (map (y: y.n) g)} with apps.${x.b.name}.publish (the mesh proxy listens on 127.0.0.1:${toString x.b.publish} on every node that consumes ${x.b.group}); give apps.${x.a.name}.port or apps.${x.b.name}.publish another port"
+          ) (builtins.attrNames byPair)
+        );
 
       addressErrors =
         builtins.concatMap (n: if addrs.${n}.ip == null then [ addrs.${n}.error ] else [ ]) nodeNames
@@ -94,6 +127,48 @@ in
           in
           map (a: let g = byIp.${a}; in "nodes.${builtins.head g}.privateIp: address ${a} is taken by ${showList (map describe g)}; give all but one of them another nodes.<name>.privateIp") (check.duplicateKeys byIp)
         );
+      # Consumers get <PREFIX>_HOST/_PORT/_PROTOCOL/_PATH for every app they
+      # consume: two apps with one prefix would overwrite each other, and a
+      # prefix must not produce a variable a loader, shell or runtime reads.
+      byPrefix = builtins.groupBy (a: a.envPrefix) apps;
+      envErrors =
+        map (
+          p:
+          let g = byPrefix.${p}; in
+          "apps.${(builtins.head g).name}.envPrefix: ${p} is the prefix of ${showList (map (a: "apps.${a.name}") g)} (set or derived from the app name); a consumer of both would get one ${p}_HOST, ${p}_PORT, ... for two apps, give each app its own envPrefix"
+        ) (check.duplicateKeys byPrefix)
+        ++ builtins.concatMap (
+          a:
+          let denied = builtins.filter check.isDeniedEnvName (map (x: "${a.envPrefix}_${x}") c.envSuffixes); in
+          if denied == [ ] then
+            [ ]
+          else
+            [ "apps.${a.name}.envPrefix: ${a.envPrefix} (set or derived from the app name) would give consumers ${showList denied}, which loaders, shells or language runtimes read; choose another envPrefix (denied: the names and prefixes listed in docs/cluster-spec.md)" ]
+        ) apps;
+
+      # What Hetzner is given: server <cluster>-<node> (a hostname), network
+      # <cluster>, firewalls <cluster>-<type>, SSH keys <cluster>-<12 hex>,
+      # placement groups <cluster>-spread-<n>: each at most 63 characters.
+      nameMax = c.hetzner.nameMax;
+      clusterNameMax = nameMax - builtins.stringLength "-spread-99999";
+      hetznerErrors =
+        if s.provider.type != "hetzner" then
+          [ ]
+        else
+          (
+            if builtins.stringLength s.name > clusterNameMax then
+              [ "name: ${builtins.toJSON s.name} is ${toString (builtins.stringLength s.name)} characters; Hetzner resource names are derived from it (\"${s.name}-spread-1\", SSH keys \"${s.name}-<12 hex>\") and may have at most ${toString nameMax}, so the cluster name may have at most ${toString clusterNameMax}" ]
+            else
+              [ ]
+          )
+          ++ builtins.concatMap (
+            n:
+            let server = "${s.name}-${n}"; in
+            if builtins.stringLength server > nameMax then
+              [ "nodes.${n}: its server name \"${server}\" (<cluster>-<node>) is ${toString (builtins.stringLength server)} characters; Hetzner server names are hostnames of at most ${toString nameMax}, shorten the node or the cluster name" ]
+            else
+              [ ]
+          ) nodeNames;
     in
-    zoneErrors ++ adminErrors ++ overlayErrors ++ ctrlErrors ++ placementErrors ++ publishErrors ++ portErrors ++ addressErrors;
+    zoneErrors ++ hetznerErrors ++ envErrors ++ adminErrors ++ overlayErrors ++ ctrlErrors ++ placementErrors ++ publishErrors ++ portErrors ++ addressErrors;
 }

@@ -21,9 +21,9 @@
   apps = {
     web = { group = "frontends"; port = 3000; publish = 5100; nodes = [ "worker001" "worker002" ]; image = "ghcr.io/acme/web:2.0"; };
     api = { group = "backends"; port = 8080; publish = 5001; nodes = [ "worker001" "worker002" ]; image = "ghcr.io/acme/api:1.4"; secrets = [ "api-token" ]; };
-    db = { group = "services"; port = 5432; publish = 5432; nodes = [ "svc001" ]; unit = "postgresql.service"; secrets = [ "db-password" ];
+    db = { group = "services"; port = 5432; publish = 15432; nodes = [ "svc001" ]; unit = "postgresql.service"; secrets = [ "db-password" ];
            healthCheck = { type = "tcp"; }; };
-    cache = { group = "services"; port = 6379; publish = 6379; nodes = [ "svc001" ]; unit = "redis-cache.service"; secrets = [ "cache-password" ];
+    cache = { group = "services"; port = 6379; publish = 16379; nodes = [ "svc001" ]; unit = "redis-cache.service"; secrets = [ "cache-password" ];
               healthCheck = { type = "tcp"; }; };
   };
 }

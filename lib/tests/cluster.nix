@@ -17,7 +17,7 @@ let
     };
     apps = example.apps // {
       web = { group = "frontends"; port = 3000; publish = 5002; nodes = [ "worker002" ]; };
-      pg = { group = "services"; port = 5432; publish = 5432; nodes = [ "db" ]; secrets = [ "pg-pass" ]; };
+      pg = { group = "services"; port = 5432; publish = 15432; nodes = [ "db" ]; secrets = [ "pg-pass" ]; };
     };
   };
   biggerAddrs = addressesOf bigger;
@@ -52,5 +52,13 @@ in
   testConsumesOverride = {
     expr = (lib.evalCluster (example // { nodes = example.nodes // { worker001 = example.nodes.worker001 // { consumes = [ "frontends" ]; }; }; })).etcdSeed."/cluster/nodes/worker001".services;
     expected = [ "frontends" ];
+  };
+  testSpecErrorsIsWhatEvalClusterThrows = {
+    expr = [
+      (lib.specErrors example)
+      (lib.specErrors (example // { name = "Bad"; }))
+      (builtins.tryEval (lib.evalCluster (example // { name = "Bad"; })).manifest).success
+    ];
+    expected = [ [ ] [ "name: \"Bad\" is not a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)" ] false ];
   };
 }

@@ -2,7 +2,7 @@
 # gives { total; failures = [ { name; expected; result; } ]; }.
 # Each file maps test names to { expr; expected; } (as nixpkgs lib/tests/misc.nix).
 let
-  files = [ "ip" "check" "spec" "addresses" "mesh" "placement" "waves" "validate" "manifest" "cluster" "confd" "nodeconfig" "cluster-flake" ];
+  files = [ "ip" "shell" "check" "spec" "addresses" "mesh" "placement" "waves" "validate" "manifest" "cluster" "confd" "nodeconfig" "cluster-flake" ];
   tests = builtins.concatMap (
     f:
     let t = import (./. + "/${f}.nix"); in

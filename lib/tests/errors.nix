@@ -1,5 +1,5 @@
 # Bad specs and the field path each error message must name. Run by
-# orchestrator/tests/test_lib_nix.py: evaluating (evalCluster spec).manifest
+# tests/test_lib.py (test_bad_spec_error_names_its_field): evaluating (evalCluster spec).manifest
 # must fail, and stderr must carry a line "  - <field>: ...".
 let
   example = import ../example.nix;
@@ -8,6 +8,7 @@ let
   withApi = a: example // { apps.api = example.apps.api // a; };
   withProvider = p: example // { provider = example.provider // p; };
   worker = { type = "worker"; serverType = "cpx21"; };
+  long = n: builtins.concatStringsSep "" (builtins.genList (_: "a") n);
 in
 {
   clusterNameNotDnsLabel = { spec = example // { name = "My_Cluster"; }; field = "name"; };
@@ -62,4 +63,50 @@ in
   badLabelValue = { spec = withNodes { w2 = worker // { labels.team = "a b"; }; }; field = "nodes.w2.labels.\"team\""; };
   reservedLabelPrefix = { spec = withNodes { w2 = worker // { labels."nix-infra/cluster" = "other"; }; }; field = "nodes.w2.labels.\"nix-infra/cluster\""; };
   badConsumesGroup = { spec = withNodes { w2 = worker // { consumes = [ "backend" ]; }; }; field = "nodes.w2.consumes[0]"; };
+  # issue 12.1: URL paths follow RFC 3986 (path and query), at most 1024 characters
+  appPathWithSpaceAndSemicolon = { spec = withApi { path = "/x;touch /tmp/P"; }; field = "apps.api.path"; };
+  appPathCommandSubstitution = { spec = withApi { path = "/v1`id`"; }; field = "apps.api.path"; };
+  appPathTooLong = { spec = withApi { path = "/" + long 1024; }; field = "apps.api.path"; };
+  appPathAuthority = { spec = withApi { path = "//evil.example/x"; }; field = "apps.api.path"; };
+  healthPathWithSpaceAndSemicolon = { spec = withApi { healthCheck.path = "/x;touch /tmp/P"; }; field = "apps.api.healthCheck.path"; };
+  healthPathWithNewline = { spec = withApi { healthCheck.path = "/h\nreboot"; }; field = "apps.api.healthCheck.path"; };
+  healthCommandBlank = { spec = withApi { healthCheck = { type = "command"; command = " \n"; }; }; field = "apps.api.healthCheck.command"; };
+  healthCommandWithCarriageReturn = { spec = withApi { healthCheck = { type = "command"; command = "true\r"; }; }; field = "apps.api.healthCheck.command"; };
+  # issue 12.2: OCI image references (distribution/reference grammar)
+  imageWithOptions = { spec = withApi { image = "ghcr.io/acme/api:1 --privileged -v /:/host"; }; field = "apps.api.image"; };
+  imageUppercasePath = { spec = withApi { image = "ghcr.io/Acme/api:1"; }; field = "apps.api.image"; };
+  imageNameTooLong = { spec = withApi { image = "ghcr.io/" + long 250 + ":1"; }; field = "apps.api.image"; };
+  imageTagTooLong = { spec = withApi { image = "ghcr.io/acme/api:" + long 129; }; field = "apps.api.image"; };
+  imageBadDigest = { spec = withApi { image = "ghcr.io/acme/api@sha256:abc"; }; field = "apps.api.image"; };
+  # issue 12.3: systemd unit names
+  unitLeadingDash = { spec = withApi { unit = "-Hroot@example.service"; }; field = "apps.api.unit"; };
+  unitTooLong = { spec = withApi { unit = long 300 + ".service"; }; field = "apps.api.unit"; };
+  unitWithSpace = { spec = withApi { unit = "a b.service"; }; field = "apps.api.unit"; };
+  # issue 12.4: env prefixes unique (defaults included), no variable a runtime reads
+  envPrefixTwice = { spec = withApps { web = { group = "frontends"; port = 3000; publish = 5002; nodes = [ "worker001" ]; envPrefix = "API"; }; }; field = "apps.api.envPrefix"; };
+  envPrefixSameAsDefault = { spec = withApps { db = { group = "services"; port = 5432; publish = 15432; nodes = [ "worker001" ]; }; web = { group = "frontends"; port = 3000; publish = 5002; nodes = [ "worker001" ]; envPrefix = "DB"; }; }; field = "apps.db.envPrefix"; };
+  envPrefixLdLibrary = { spec = withApi { envPrefix = "LD_LIBRARY"; path = "/tmp/x"; }; field = "apps.api.envPrefix"; };
+  envPrefixPython = { spec = withApi { envPrefix = "PYTHONX"; }; field = "apps.api.envPrefix"; };
+  envPrefixDefaultDenied = { spec = withApps { node-x = { group = "backends"; port = 3000; publish = 5002; nodes = [ "worker001" ]; }; }; field = "apps.node-x.envPrefix"; };
+  envPrefixNixInfra = { spec = withApi { envPrefix = "NIX_INFRA_API"; }; field = "apps.api.envPrefix"; };
+  # issue 12.5: the nix-infra prefix is the platform's in every namespace
+  secretReserved = { spec = withApi { secrets = [ "api-token" "nix-infra-etcd-client-key" ]; }; field = "apps.api.secrets[1]"; };
+  unitReserved = { spec = withApi { unit = "nix-infra-confd.service"; }; field = "apps.api.unit"; };
+  clusterNameReserved = { spec = example // { name = "nix-infra-demo"; }; field = "name"; };
+  appNameReserved = { spec = withApps { nix-infra-x = { group = "backends"; port = 3000; publish = 5002; nodes = [ "worker001" ]; envPrefix = "X"; }; }; field = "apps.nix-infra-x"; };
+  nodeNameReserved = { spec = withNodes { nix-infra-w = worker; }; field = "nodes.nix-infra-w"; };
+  labelKeyReserved = { spec = withNodes { w2 = worker // { labels."nix-infra-team" = "a"; }; }; field = "nodes.w2.labels.\"nix-infra-team\""; };
+  # issue 12.8: what Hetzner is given
+  adminCidrNotAnAddress = { spec = withProvider { adminCidrs = [ ":/0" ]; }; field = "provider.adminCidrs[0]"; };
+  adminCidrHostBits = { spec = withProvider { adminCidrs = [ "203.0.113.7/24" ]; }; field = "provider.adminCidrs[0]"; };
+  adminCidrIpv6HostBits = { spec = withProvider { adminCidrs = [ "2001:db8::1/32" ]; }; field = "provider.adminCidrs[0]"; };
+  adminCidrIpv6TwoCompressions = { spec = withProvider { adminCidrs = [ "2001::db8::/32" ]; }; field = "provider.adminCidrs[0]"; };
+  adminCidrIpv6PrefixTooLong = { spec = withProvider { adminCidrs = [ "2001:db8::/129" ]; }; field = "provider.adminCidrs[0]"; };
+  serverNameTooLong = { spec = (withNodes { "worker-with-a-rather-long-name002" = worker; }) // { name = "a-cluster-name-of-thirty-chars"; }; field = "nodes.worker-with-a-rather-long-name002"; };
+  clusterNameTooLongForHetzner = { spec = example // { name = "c" + long 52; }; field = "name"; };
+  labelKeyPrefixTooLong = { spec = withNodes { w2 = worker // { labels.${long 254 + "/team"} = "a"; }; }; field = "nodes.w2.labels"; };
+  serverTypeInjection = { spec = withNodes { w2 = worker // { serverType = "cx22; reboot"; }; }; field = "nodes.w2.serverType"; };
+  providerImageInjection = { spec = withProvider { image = "debian-12 --user-data=x"; }; field = "provider.image"; };
+  nodeImageInjection = { spec = withNodes { w2 = worker // { image = "$(id)"; }; }; field = "nodes.w2.image"; };
+  sshKeyCommentWithCarriageReturn = { spec = withProvider { sshKeys = [ "ssh-ed25519 AAAAC3Nz ops\rssh-ed25519 AAAAC3Nz evil" ]; }; field = "provider.sshKeys[0]"; };
 }

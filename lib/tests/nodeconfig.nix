@@ -32,6 +32,15 @@ in
     };
   };
   testHealthTcp = { expr = nc.healthCommand (app { type = "tcp"; }); expected = "timeout 5 bash -c '</dev/tcp/127.0.0.1/8080'"; };
+  testHealthHttpQueryIsOneWord = {
+    # issue 12.1: '&' would background curl under bash -c, so a down app registered healthy
+    expr = nc.healthCommand (app { type = "http"; path = "/healthz?full=1&verbose=1"; });
+    expected = "curl -fsS -o /dev/null --max-time 5 'http://127.0.0.1:8080/healthz?full=1&verbose=1'";
+  };
+  testHealthHttpSemicolonIsOneWord = {
+    expr = nc.healthCommand (app { type = "http"; path = "/x;touch$IFS/tmp/P"; });
+    expected = "curl -fsS -o /dev/null --max-time 5 'http://127.0.0.1:8080/x;touch$IFS/tmp/P'";
+  };
   testHealthCommand = { expr = nc.healthCommand (app { type = "command"; }); expected = "check-it"; };
   testCredentialsMatchManifest = {
     expr = w.credentials;

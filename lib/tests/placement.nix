@@ -1,5 +1,6 @@
 let
   pl = import ../placement.nix;
+  c = import ../constants.nix;
   apps = {
     api = { name = "api"; nodes = [ "w1" "w2" ]; port = 8080; secrets = [ "api-token" "db-pass" ]; };
     web = { name = "web"; nodes = [ "w1" ]; port = 3000; secrets = [ "db-pass" ]; };
@@ -25,4 +26,17 @@ in
   testRegistryCredentials = { expr = pl.nodeCredentials "registry" [ ]; expected = [ "nix-infra-cache-key" ]; };
   testRegistryCredentialUnits = { expr = pl.nodeCredentialUnits "registry" [ ]; expected = { nix-infra-cache-key = [ "nix-serve.service" ]; }; };
   testWorkerCredentialsAreAppSecrets = { expr = pl.nodeCredentials "worker" byNode.w1; expected = pl.credentials byNode.w1; };
+  testReservedPortsAreThePlatformPorts = {
+    expr = builtins.sort builtins.lessThan (builtins.attrValues c.ports);
+    expected = c.reservedPorts;
+  };
+  testPlatformPortsAreWhatTheFirewallOpens = {
+    expr = builtins.all (
+      t:
+      let f = pl.firewall t [ ]; in
+      builtins.sort builtins.lessThan (f.public.tcp ++ f.public.udp ++ f.private.tcp ++ f.private.udp)
+      == builtins.sort builtins.lessThan (map (k: c.ports.${k}) c.platformPorts.${t})
+    ) c.nodeTypes;
+    expected = true;
+  };
 }

@@ -25,7 +25,7 @@ in
     };
   };
   testServicesDefaultToTcp = {
-    expr = let a = (spec.normalize (example // { apps.db = { group = "services"; port = 5432; publish = 5432; nodes = [ "worker001" ]; }; })).apps.db; in [ a.protocol a.healthCheck.type a.envPrefix ];
+    expr = let a = (spec.normalize (example // { apps.db = { group = "services"; port = 5432; publish = 15432; nodes = [ "worker001" ]; }; })).apps.db; in [ a.protocol a.healthCheck.type a.envPrefix ];
     expected = [ "tcp" "tcp" "DB" ];
   };
   testDefaultEnvPrefix = { expr = spec.defaultEnvPrefix "my-app2"; expected = "MY_APP2"; };
@@ -34,11 +34,11 @@ in
     expected = 2;
   };
   testNativeAppUnit = {
-    expr = (spec.normalize (example // { apps.db = { group = "services"; port = 5432; publish = 5432; nodes = [ "worker001" ]; }; })).apps.db.unit;
+    expr = (spec.normalize (example // { apps.db = { group = "services"; port = 5432; publish = 15432; nodes = [ "worker001" ]; }; })).apps.db.unit;
     expected = "db.service";
   };
   testExplicitAppUnit = {
-    expr = (spec.normalize (example // { apps.db = { group = "services"; port = 5432; publish = 5432; nodes = [ "worker001" ]; unit = "postgresql.service"; }; })).apps.db.unit;
+    expr = (spec.normalize (example // { apps.db = { group = "services"; port = 5432; publish = 15432; nodes = [ "worker001" ]; unit = "postgresql.service"; }; })).apps.db.unit;
     expected = "postgresql.service";
   };
 }

@@ -23,4 +23,42 @@ in
     expr = errorsOf (example // { nodes = example.nodes // { db = { type = "service"; serverType = "cx22"; privateIp = "10.10.64.1"; }; }; });
     expected = [ "nodes.db.privateIp: address 10.10.64.1 is taken by nodes.db.privateIp, nodes.worker001 (derived from its type and number); give all but one of them another nodes.<name>.privateIp" ];
   };
+  # issue 11.5: an app port equal to the publish port of an app its node consumes
+  testPortClashesWithConsumedPublish = {
+    expr = errorsOf (example // {
+      nodes = example.nodes // { svc001 = { type = "service"; serverType = "cx22"; }; };
+      apps = example.apps // { db = { group = "services"; port = 5432; publish = 5432; nodes = [ "svc001" ]; }; };
+    });
+    expected = [ "apps.db.port: port 5432 clashes on node svc001 with apps.db.publish (the mesh proxy listens on 127.0.0.1:5432 on every node that consumes services); give apps.db.port or apps.db.publish another port" ];
+  };
+  testPortClashNamesBothAppsAndAllNodes = {
+    expr = errorsOf (example // {
+      nodes = example.nodes // { worker002 = { type = "worker"; serverType = "cx22"; }; };
+      apps = example.apps // {
+        api = example.apps.api // { nodes = [ "worker001" "worker002" ]; };
+        db = { group = "services"; port = 5432; publish = 8080; nodes = [ "worker001" ]; };
+      };
+    });
+    expected = [ "apps.api.port: port 8080 clashes on nodes worker001, worker002 with apps.db.publish (the mesh proxy listens on 127.0.0.1:8080 on every node that consumes services); give apps.api.port or apps.db.publish another port" ];
+  };
+  testNoClashWhereTheGroupIsNotConsumed = {
+    # worker001 consumes only frontends here: nothing listens on 127.0.0.1:5001 there
+    expr = errorsOf (example // {
+      nodes = example.nodes // { worker001 = example.nodes.worker001 // { consumes = [ "frontends" ]; }; };
+      apps = example.apps // { db = { group = "backends"; port = 5001; publish = 5002; nodes = [ "worker001" ]; }; };
+    });
+    expected = [ ];
+  };
+  testPlatformPortsReservedEverywhere = {
+    expr = map (p: builtins.length (errorsOf (example // { apps.api = example.apps.api // { port = p; }; }))) [ 5000 5080 51820 8080 ];
+    expected = [ 1 1 1 0 ];
+  };
+  testReservedPublishNamesItsUser = {
+    expr = errorsOf (example // { apps.api = example.apps.api // { publish = 5080; }; });
+    expected = [ "apps.api.publish: port 5080 is the platform's (the binary cache (nix-serve) on registry nodes); an app may not listen on or publish any of the platform's ports 22, 80, 443, 2379, 2380, 5000, 5080, 51820" ];
+  };
+  testExamplesHaveNoPortClash = {
+    expr = map (f: errorsOf (import f)) [ ../../examples/full/cluster.nix ../../checks/cluster.nix ../../templates/cluster/cluster.nix ];
+    expected = [ [ ] [ ] [ ] ];
+  };
 }
