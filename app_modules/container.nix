@@ -71,7 +71,7 @@ in
   };
 
   config = {
-    virtualisation.oci-containers.containers = lib.mapAttrs (name: c: {
+    virtualisation.oci-containers.containers = lib.mapAttrs' (name: c: lib.nameValuePair config.nixInfra.apps.${name}.containerName {
       environment = c.environment;
       cmd = c.cmd;
       user = c.user;

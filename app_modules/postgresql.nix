@@ -1,6 +1,6 @@
 # PostgreSQL as a mesh service. In the cluster spec:
 #
-#   apps.db = { group = "services"; port = 5432; publish = 5432; nodes = [ "svc001" ];
+#   apps.db = { group = "services"; port = 5432; publish = 15432; nodes = [ "svc001" ];
 #               unit = "postgresql.service"; protocol = "tcp"; secrets = [ "db-password" ]; };
 #
 # and in the flake: modules = [ nix-infra.appModules.postgresql ] with

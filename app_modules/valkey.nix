@@ -1,6 +1,6 @@
 # Valkey (the Redis fork) as a mesh service. In the cluster spec:
 #
-#   apps.cache = { group = "services"; port = 6379; publish = 6379; nodes = [ "svc001" ];
+#   apps.cache = { group = "services"; port = 6379; publish = 16379; nodes = [ "svc001" ];
 #                  unit = "redis-cache.service"; protocol = "tcp"; secrets = [ "cache-password" ]; };
 #
 # and in the flake: modules = [ nix-infra.appModules.valkey ] with

@@ -68,8 +68,19 @@ let
       actions = mkOption {
         type = types.attrsOf types.lines;
         default = { };
-        example = { migrate = "podman exec api /app/migrate"; };
+        example = { migrate = "podman exec app-api /app/migrate"; };
         description = "Scripts `nix-infra action NODE APP NAME` runs as root (/etc/nix-infra/actions/<app>/<name>).";
+      };
+      containerName = mkOption {
+        type = types.str;
+        default = "app-${name}";
+        readOnly = true;
+        description = ''
+          The container's name (`podman exec app-<name> ...`): upstream names the
+          container's runtime directory /run/<container name> after it, and the
+          prefix keeps an app named e.g. postgresql or flannel out of another
+          service's /run directory.
+        '';
       };
       registration = mkOption {
         type = types.submodule registrationOptions;
@@ -130,7 +141,7 @@ in
   options.nixInfra.appActions = mkOption {
     type = types.attrsOf (types.attrsOf types.lines);
     default = { };
-    example = { api.migrate = "podman exec api /app/migrate"; };
+    example = { api.migrate = "podman exec app-api /app/migrate"; };
     description = ''
       Action scripts by app and name, installed only on the nodes the app is
       placed on: for a module added to every node (setting
@@ -148,7 +159,7 @@ in
 
       virtualisation.podman.enable = mkIf (containers != { }) true;
       virtualisation.oci-containers.backend = "podman";
-      virtualisation.oci-containers.containers = lib.mapAttrs (name: a: {
+      virtualisation.oci-containers.containers = lib.mapAttrs' (name: a: nameValuePair a.containerName {
         inherit (a) image cmd;
         # the unit lib names (manifest apps.<app>.unit) is the one oci-containers generates
         serviceName = serviceName a.unit;

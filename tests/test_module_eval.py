@@ -254,13 +254,14 @@ def test_confd_restarts_when_its_template_resource_changes() -> None:
 def test_container_secrets_are_staged_for_the_containers_user() -> None:
     # issue 11, 10: root-only 0400 credentials were unreadable for a non-root USER
     node = "c.clusters.every-type.nixosConfigurations.worker001.config"
-    container = evaluate(f"{node}.virtualisation.oci-containers.containers.orders")
+    container = evaluate(f'{node}.virtualisation.oci-containers.containers."app-orders"')
     assert container["user"] == "1000:1000"
     assert "/run/nix-infra-secrets/orders/orders-token:/run/secrets/orders-token:ro" in container["volumes"]
     assert "/var/lib/orders:/data" in container["volumes"]
     unit = service("every-type", "worker001", "podman-orders")["serviceConfig"]
     # beside upstream's own /run/<name> (a list: single values would conflict)
-    assert unit["RuntimeDirectory"] == ["orders", "nix-infra-secrets/orders"]
+    # the container is app-<name>: upstream's /run/<container> never meets a service's directory
+    assert unit["RuntimeDirectory"] == ["app-orders", "nix-infra-secrets/orders"]
     pre = evaluate(f'{node}.systemd.services."podman-orders".serviceConfig.ExecStartPre')
     assert any(p.endswith("-nix-infra-stage-secrets-orders") for p in pre), pre
     rules = evaluate(f"{node}.systemd.tmpfiles.rules")
@@ -323,8 +324,9 @@ def test_a_cluster_flakes_checks_evaluate() -> None:
 def test_the_templates_app_module_acts_only_where_its_app_runs() -> None:
     nodes = "c.clusters.template.nixosConfigurations"
     worker = evaluate(f'{nodes}.worker001.config.environment.etc."nix-infra/actions/api/migrate".text')
-    assert "podman exec api /app/migrate" in worker
-    assert evaluate(f"{nodes}.worker001.config.virtualisation.oci-containers.containers.api.user") == "1000:1000"
+    assert "podman exec app-api /app/migrate" in worker
+    containers = f"{nodes}.worker001.config.virtualisation.oci-containers.containers"
+    assert evaluate(f'{containers}."app-api".user') == "1000:1000"
     assert evaluate(f"{nodes}.ctrl001.config.virtualisation.oci-containers.containers") == {}
     assert not evaluate(f'{nodes}.ctrl001.config.environment.etc ? "nix-infra/actions/api/migrate"')
 

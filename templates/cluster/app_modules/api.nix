@@ -37,6 +37,7 @@ in
   # `nix-infra action worker001 api migrate`; installed only where the app runs
   # (nixInfra.apps.<app> itself is lib's: a module may not create it)
   config.nixInfra.appActions = lib.mkIf cfg.enable {
-    ${cfg.app}.migrate = "podman exec ${cfg.app} /app/migrate";
+    # (the container of app <name> is app-<name>: nixInfra.apps.<name>.containerName)
+    ${cfg.app}.migrate = "podman exec app-${cfg.app} /app/migrate";
   };
 }
