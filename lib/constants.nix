@@ -104,6 +104,15 @@
   # no secret, unit, app, node or label key of the spec may start with it.
   reservedNamePrefix = "nix-infra";
 
+  # Units the platform runs on its nodes: an app's `unit` may not name one
+  # (its credentials would be loaded there, a rotation would restart it).
+  # Also refused: anything starting with systemd- or dbus.
+  platformUnits = [
+    "sshd.service" "etcd.service" "flannel.service" "nix-serve.service" "docker-registry.service"
+    "nginx.service" "podman.service" "nix-daemon.service" "nftables.service" "firewall.service"
+    "network-setup.service" "dhcpcd.service" "qemu-guest-agent.service" "postgresql-setup.service"
+  ];
+
   # Hetzner Cloud's limits: resource names (servers are hostnames, RFC 1123)
   # and label values are at most 63 characters; a label key's optional
   # prefix (a DNS subdomain) at most 253.

@@ -196,6 +196,8 @@ let
           v:
           if !(check.isUnitName v) then
             [ "${path}.unit: ${show v} is not a systemd service name (at most 255 of letters, digits, ':', '_', '.', '-', not starting with '-' or '.', an optional '@instance', ending in \".service\"; e.g. \"postgresql.service\")" ]
+          else if builtins.elem v c.platformUnits || builtins.match "(systemd-|dbus|user@|getty@|serial-getty@).*" v != null then
+            [ "${path}.unit: ${show v} is a unit the platform or the system runs itself; name the app's own unit" ]
           else
             reservedErr "${path}.unit" "unit name" v
         )

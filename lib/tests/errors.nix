@@ -25,6 +25,8 @@ in
   unknownProviderType = { spec = withProvider { type = "aws"; }; field = "provider.type"; };
   networkNotCidr = { spec = withProvider { network = "10.10.0.1/16"; }; field = "provider.network"; };
   networkNotPrivate = { spec = withProvider { network = "8.8.0.0/16"; }; field = "provider.network"; };
+  appUnitIsAPlatformUnit = { spec = withApi { unit = "sshd.service"; }; field = "apps.api.unit"; };
+  appUnitIsASystemdUnit = { spec = withApi { unit = "systemd-journald.service"; }; field = "apps.api.unit"; };
   appUnitNotAService = { spec = withApi { unit = "postgresql"; }; field = "apps.api.unit"; };
   networkOverlapsOverlay = { spec = withProvider { network = "10.0.0.0/8"; }; field = "provider.network"; };
   networkTooSmall = { spec = withProvider { network = "10.10.0.0/25"; }; field = "provider.network"; };
