@@ -232,3 +232,13 @@ def test_an_app_secret_named_like_platform_material_is_refused() -> None:
         node_values(n, lambda name: b"app value", {"nix-infra-etcd-client-key": b"pki key"})
     # the cache key of a registry node is platform material the manifest lists: allowed
     check_credential_names(node(credentials=("nix-infra-cache-key",)))
+
+
+@needs_creds
+def test_files_staged_by_a_killed_delivery_are_never_committed(side: NodeSide) -> None:
+    assert side.run(frames({"a": b"old-a"})).returncode == 0
+    subprocess.run(  # what a delivery killed outright (SIGKILL, no exit trap) leaves behind
+        ["systemd-creds", "encrypt", "--name=b", "-", str(side.dir / ".b.cred.new")], input=b"half", check=True
+    )
+    assert side.run(frames({"a": b"old-a"})).stdout.decode().splitlines() == ["unchanged a"]
+    assert side.files() == ["a.cred"] and side.value("a") == b"old-a"

@@ -31,6 +31,7 @@ dir=${1:-/var/lib/nix-infra/credentials}
 pending="$dir/.pending-restart"
 mkdir -p "$dir"
 chmod 0700 "$dir"
+set +f; rm -f "$dir"/.*.cred.new; set -f  # staged by a delivery killed outright (encrypted, never committed)
 
 fail() { echo "deliver-credentials: $*" >&2; exit 2; }
 staged=()
