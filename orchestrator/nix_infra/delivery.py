@@ -60,9 +60,13 @@ UNIT_RULE = (
 )
 
 
+def is_unit_name(unit: str) -> bool:
+    return len(unit) <= 255 and not unit.startswith("-") and _UNIT.fullmatch(unit) is not None
+
+
 def check_unit_name(unit: str, where: str) -> str:
     """`unit` when it is a systemd unit name, else an error naming `where` it came from."""
-    if len(unit) > 255 or unit.startswith("-") or not _UNIT.fullmatch(unit):
+    if not is_unit_name(unit):
         raise NixInfraError(f"{where}: {unit[:80]!r} is not {UNIT_RULE}")
     return unit
 
@@ -206,7 +210,7 @@ def deliver(
     }
     for line in result.stdout.splitlines():
         kind, _, name = line.partition(" ")
-        if kind in status:
+        if kind in status and (kind in ("changed", "unchanged", "removed") or is_unit_name(name)):
             status[kind].append(name)
     failed = tuple(status["restart-failed"])
     return DeliveryResult(
