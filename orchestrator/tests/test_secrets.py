@@ -468,3 +468,10 @@ def test_a_unit_that_does_not_come_up_after_delivery_stops_the_deploy(
     assert "Job for podman-api.service failed" in err  # systemctl's own words
     assert "deploy failed on worker001" in err
     assert "system is degraded" in err or "units not active: podman-api.service" in err
+    # rotate --deploy (no health gate) says so too, and fails
+    new_token = secure.root / "new-token"
+    new_token.write_bytes(b"tok-rotated")
+    code, out, err = secure.cli(capsys, "secret", "rotate", "api-token", "--from-file", str(new_token), "--deploy")
+    assert code == 1
+    assert "worker001: 1 changed, 1 unchanged, 0 removed; restarted: nothing; restart FAILED: podman-api.service" in out
+    assert "delivered, but units did not restart on worker001" in err
