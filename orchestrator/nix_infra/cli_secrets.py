@@ -37,7 +37,7 @@ def needed_secrets(opts: Options, manifest: Manifest, nodes: list[str]) -> dict[
     """The values of every secret the nodes need, decrypted into memory; a missing secret
     (naming the nodes) or an identity that cannot decrypt one is an error."""
     for name in nodes:  # names that would reach the nodes (delivery checks them again)
-        check_node_names(manifest.nodes[name])
+        check_node_names(manifest.nodes[name], manifest)
     store = SecretStore(opts.repo_dir())
     missing = missing_secrets(store, manifest, nodes)
     if missing:

@@ -25,9 +25,10 @@ import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 from nix_infra.errors import NixInfraError
-from nix_infra.manifest import Node
+from nix_infra.manifest import Manifest, Node
 from nix_infra.process import run
 from nix_infra.ssh import SshTarget, ssh_script_argv
 
@@ -41,6 +42,7 @@ DELIVER_SCRIPT = (resources.files("nix_infra") / "data" / "deliver-credentials.s
 # The etcd TLS material the platform delivers (controlplane.node_pki_credentials); no app
 # secret may take one of these names, or delivery would have to pick one of two values.
 PKI_PREFIX = "nix-infra-etcd-"
+PLATFORM_PREFIX = "nix-infra-"  # lib reserves it: no app secret may start with it
 PKI_CLIENT = ("nix-infra-etcd-ca", "nix-infra-etcd-client-cert", "nix-infra-etcd-client-key")
 PKI_CTRL = (
     "nix-infra-etcd-server-cert",
@@ -173,11 +175,29 @@ def check_credential_names(node: Node) -> None:
         )
 
 
-def check_node_names(node: Node) -> None:
+def check_app_secrets(manifest: Manifest, node: Node) -> None:
+    """No app on `node` may name a secret with the platform's prefix (`nix-infra-`): such a
+    credential would be the platform's (the cache key, the etcd TLS material), loaded by the app."""
+    apps: Mapping[str, Any] = manifest.raw.get("apps", {})
+    for app in node.apps:
+        spec = apps.get(app)
+        secrets = spec.get("secrets", []) if isinstance(spec, dict) else []
+        reserved = sorted(str(s) for s in secrets if str(s).startswith(PLATFORM_PREFIX))
+        if reserved:
+            raise NixInfraError(
+                f"manifest: apps.{app}.secrets: {', '.join(reserved)}: names starting with {PLATFORM_PREFIX!r} "
+                f"are the platform's credentials (on {node.name} the app would load the platform's value); "
+                "rename the app secret"
+            )
+
+
+def check_node_names(node: Node, manifest: Manifest | None = None) -> None:
     """Everything of a node's credentials that becomes a name on the node: no app secret named
     like platform material, every unit that loads one a systemd unit name."""
     check_credential_names(node)
     credential_units(node)
+    if manifest is not None:
+        check_app_secrets(manifest, node)
 
 
 def deliver(

@@ -338,7 +338,7 @@ class Deployer:
         for node in nodes:
             check_unit_names(key_units(self.manifest, node), f"manifest: nodes.{node.name} (its key units)")
             if self.deliverer is not None:
-                check_node_names(node)
+                check_node_names(node, self.manifest)
 
     def run(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
         if not nodes:

@@ -4,15 +4,18 @@ names delivery checks before anything reaches a node."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nix_infra.delivery import (
     DELIVER_SCRIPT,
     check_credential_names,
+    check_node_names,
     check_unit_name,
     credential_units,
     frames,
@@ -20,7 +23,7 @@ from nix_infra.delivery import (
     pki_credential_units,
 )
 from nix_infra.errors import NixInfraError
-from nix_infra.manifest import Node, PortSet
+from nix_infra.manifest import Node, PortSet, parse_manifest
 
 needs_creds = pytest.mark.skipif(shutil.which("systemd-creds") is None, reason="needs systemd-creds")
 
@@ -242,3 +245,14 @@ def test_files_staged_by_a_killed_delivery_are_never_committed(side: NodeSide) -
     )
     assert side.run(frames({"a": b"old-a"})).stdout.decode().splitlines() == ["unchanged a"]
     assert side.files() == ["a.cred"] and side.value("a") == b"old-a"
+
+
+def test_an_app_secret_with_the_platform_prefix_is_refused(example_manifest: dict[str, Any]) -> None:
+    """On a registry node lib's credentialUnits keep only nix-serve for the cache key, so an app
+    secret of that name would hand the app the cache's signing key without a trace there."""
+    data = json.loads(json.dumps(example_manifest))
+    data["apps"]["api"]["secrets"] = ["api-token", "nix-infra-cache-key"]
+    m = parse_manifest(data)
+    with pytest.raises(NixInfraError, match=r"manifest: apps\.api\.secrets: nix-infra-cache-key: names starting"):
+        check_node_names(m.nodes["worker001"], m)
+    check_node_names(parse_manifest(example_manifest).nodes["worker001"], parse_manifest(example_manifest))

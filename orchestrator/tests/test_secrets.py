@@ -475,3 +475,18 @@ def test_a_unit_that_does_not_come_up_after_delivery_stops_the_deploy(
     assert code == 1
     assert "worker001: 1 changed, 1 unchanged, 0 removed; restarted: nothing; restart FAILED: podman-api.service" in out
     assert "delivered, but units did not restart on worker001" in err
+
+
+def test_an_app_secret_with_the_platform_prefix_touches_nothing(
+    secure: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    (secure.flake / "manifest-override.nix").write_text(
+        "m: m // { apps = m.apps // { api = m.apps.api // "
+        '{ secrets = m.apps.api.secrets ++ [ "nix-infra-cache-key" ]; }; }; }\n'
+    )
+    code, _, err = secure.cli(capsys, "deploy")
+    assert code == 1
+    assert "manifest: apps.api.secrets: nix-infra-cache-key: names starting with 'nix-infra-'" in err
+    assert secure.fake.calls == [] and secure.fleet.servers == {}
