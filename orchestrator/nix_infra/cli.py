@@ -34,6 +34,7 @@ from nix_infra.targets import select
 if TYPE_CHECKING:
     from hcloud import Client
 
+    from nix_infra.delivery import DeliveryResult
     from nix_infra.hetzner.model import Actual, Desired
     from nix_infra.hetzner.plan import Plan
 
@@ -505,18 +506,13 @@ def deploy_cmd(
 
 def _prepare_delivery(
     opts: Options, manifest: Manifest, secrets: dict[str, bytes], with_pki: bool
-) -> Callable[[str, list[str]], str | None]:
+) -> Callable[[str, list[str]], DeliveryResult | None]:
     """The per-node delivery step of deploy: the node's secrets (decrypted once, before anything
-    was touched) plus its PKI material; a summary line, or None when nothing was to do."""
+    was touched) plus its PKI material; what it did, or None when nothing was to do."""
     from nix_infra.cli_secrets import deliver_node
 
-    def one(name: str, held: list[str]) -> str | None:
-        r = deliver_node(opts, manifest, name, secrets, with_pki, held)
-        if r is None:
-            return None
-        return f"credentials: {len(r.changed)} changed, {len(r.unchanged)} unchanged, {len(r.removed)} removed" + (
-            f"; restarted {', '.join(r.restarted)}" if r.restarted else ""
-        )
+    def one(name: str, held: list[str]) -> DeliveryResult | None:
+        return deliver_node(opts, manifest, name, secrets, with_pki, held)
 
     return one
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from nix_infra.controlplane import node_pki_credentials
-from nix_infra.delivery import DeliveryResult, deliver, node_values
+from nix_infra.delivery import DeliveryResult, check_node_names, deliver, node_values, pki_credential_names
 from nix_infra.deploy import ssh_target
 from nix_infra.errors import NixInfraError
 from nix_infra.manifest import Manifest
@@ -36,6 +36,8 @@ def read_value(from_file: Path | None, name: str) -> bytes:
 def needed_secrets(opts: Options, manifest: Manifest, nodes: list[str]) -> dict[str, bytes]:
     """The values of every secret the nodes need, decrypted into memory; a missing secret
     (naming the nodes) or an identity that cannot decrypt one is an error."""
+    for name in nodes:  # names that would reach the nodes (delivery checks them again)
+        check_node_names(manifest.nodes[name], manifest)
     store = SecretStore(opts.repo_dir())
     missing = missing_secrets(store, manifest, nodes)
     if missing:
@@ -55,7 +57,9 @@ def deliver_node(
     values = node_values(node, secrets.__getitem__, extra)
     if not values and held == []:
         return None
-    return deliver(ssh_target(node, opts.facts(), opts.ssh_settings()), node, values)
+    # without the PKI step (deploy --no-seed) its credentials are left as they are, not pruned
+    keep = () if with_pki else pki_credential_names(node)
+    return deliver(ssh_target(node, opts.facts(), opts.ssh_settings()), node, values, keep=keep)
 
 
 def deliver_to_nodes(opts: Options, manifest: Manifest, nodes: list[str]) -> list[DeliveryResult]:
@@ -197,7 +201,11 @@ def report(opts: Options, results: list[DeliveryResult]) -> None:
         click.echo(
             f"{r.node}: {len(r.changed)} changed, {len(r.unchanged)} unchanged, {len(r.removed)} removed; "
             f"restarted: {', '.join(r.restarted) or 'nothing'}"
+            + (f"; restart FAILED: {', '.join(r.restart_failed)}\n{r.message}" if r.restart_failed else "")
         )
+    failed = [r.node for r in results if r.restart_failed]
+    if failed:
+        raise NixInfraError(f"delivered, but units did not restart on {', '.join(failed)}")
 
 
 @secret_group.command("rekey")

@@ -7,7 +7,12 @@ health-gated waves with magic rollback.
             batches of --batch-size; a node already running its new system is
             left alone; each activation is confirmed over a fresh connection
   health    after each batch: reachable, `systemctl is-system-running` is
-            running, the node type's key units are active
+            running, the node type's key units are active (and the units a
+            credential delivery restarted)
+
+A node whose system is unchanged but whose credentials delivery changed
+(first install: the units that load them failed at boot) joins its wave's
+batch without an activation, so it goes through the health gate too.
 
 A failure (copy, activation, health) stops the rollout: later batches are not
 started and the failing node's log tail is shown.
@@ -27,6 +32,7 @@ from typing import Any
 
 from nix_infra.activate import Activation, current_system_command, probe_command
 from nix_infra.bootstrap import install
+from nix_infra.delivery import DeliveryResult, check_node_names, check_unit_names
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
 from nix_infra.manifest import Manifest, Node
@@ -157,9 +163,10 @@ class Deployer:
     seeder: Callable[[], None] | None = None
     seed_error: str | None = None
     # Delivers a node's credentials (before anything is activated), given the ones it holds
-    # now (from the probe); returns a summary line, or None when there was nothing to do.
-    deliverer: Callable[[str, list[str]], str | None] | None = None
+    # now (from the probe); returns what it did, or None when there was nothing to do.
+    deliverer: Callable[[str, list[str]], DeliveryResult | None] | None = None
     held_credentials: dict[str, list[str]] = field(default_factory=dict)
+    delivered: dict[str, DeliveryResult] = field(default_factory=dict)
 
     def emit(self, event: str, node: str | None = None, **data: Any) -> None:
         self.events({"event": event, "node": node, "time": round(time.time(), 3), **data})
@@ -246,10 +253,15 @@ class Deployer:
         return NodeOutcome(target.node, result, old, new, detail=detail, seconds=seconds)
 
     # ---- health ------------------------------------------------------------------------------
-    def healthy(self, target: SshTarget, node: Node) -> str | None:
-        """None when healthy, else why not (after retrying until the health timeout)."""
-        units = key_units(self.manifest, node)
-        check = ["/bin/sh", "-c", 'systemctl is-system-running; echo "--"; systemctl is-active "$@"', "health", *units]
+    def healthy(self, target: SshTarget, node: Node, extra: Sequence[str] = ()) -> str | None:
+        """None when healthy, else why not (after retrying until the health timeout). `extra`:
+        units to check besides the key units (those a credential delivery restarted)."""
+        units = check_unit_names(
+            dict.fromkeys([*key_units(self.manifest, node), *extra]), f"health check of {node.name}"
+        )
+        check = [
+            "/bin/sh", "-c", 'systemctl is-system-running; echo "--"; systemctl is-active -- "$@"', "health", *units,
+        ]  # fmt: skip
         deadline = time.monotonic() + self.options.health_timeout
         while True:
             result = run_remote(target, check, check=False, timeout=30)
@@ -262,6 +274,7 @@ class Deployer:
             else:
                 failed = [u for u, s in zip(units, active.split(), strict=False) if s != "active"]
                 if not failed and len(active.split()) == len(units):
+                    self.emit("healthy", node.name, units=list(units))
                     return None
                 why = f"units not active: {', '.join(failed) or active.strip()}"
             if system_state == "degraded" or time.monotonic() >= deadline:
@@ -319,9 +332,18 @@ class Deployer:
         self.held_credentials = {node: creds for node, _, creds, _ in found}
         return {node: current for node, current, _, _ in found}
 
+    def check(self, nodes: Sequence[Node]) -> None:
+        """What reaches a node as a name is checked before anything is touched: the units the
+        health gate asks about and the units and names of the credentials."""
+        for node in nodes:
+            check_unit_names(key_units(self.manifest, node), f"manifest: nodes.{node.name} (its key units)")
+            if self.deliverer is not None:
+                check_node_names(node, self.manifest)
+
     def run(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
         if not nodes:
             raise NixInfraError("no nodes to deploy")
+        self.check(nodes)
         targets = {n.name: ssh_target(n, self.facts, self.ssh) for n in nodes}
         self.bootstrap([n for n in nodes if not self._installed(n)], targets)
         systems = self.build(nodes)
@@ -342,12 +364,18 @@ class Deployer:
             raise NixInfraError("\n".join(errors) + "\nnothing was activated")
 
         outcomes: dict[str, NodeOutcome] = {}
+        touched = {name for name, r in self.delivered.items() if r.touched}
         for n in nodes:
             if n.name not in changed:
                 self.emit("unchanged", n.name)
-                outcomes[n.name] = NodeOutcome(n.name, "unchanged", current[n.name], systems[n.name])
+                r = self.delivered.get(n.name)
+                detail = r.summary() if r is not None and r.touched else ""
+                outcomes[n.name] = NodeOutcome(n.name, "unchanged", current[n.name], systems[n.name], detail=detail)
+        # a node delivery touched is health-gated in its wave even when its system is unchanged
         plan = batches(
-            self.manifest, [n for n in nodes if n.name in changed], self.options.batch_size or self.options.parallel
+            self.manifest,
+            [n for n in nodes if n.name in changed or n.name in touched],
+            self.options.batch_size or self.options.parallel,
         )
         stopped = False
         seeded = self.seeder is None
@@ -362,15 +390,16 @@ class Deployer:
                     )
                 continue
             self.emit("batch", nodes=batch)
+            switching = [name for name in batch if name in changed]
             with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
-                results = list(pool.map(lambda name: self.activate(targets[name], systems[name], current[name]), batch))
+                results = list(
+                    pool.map(lambda name: self.activate(targets[name], systems[name], current[name]), switching)
+                )
             for outcome in results:
                 outcomes[outcome.node] = _with_copied(outcome, copied[outcome.node])
             if all(o.ok for o in results):
                 with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
-                    checks = list(
-                        pool.map(lambda name: (name, self.healthy(targets[name], self.manifest.nodes[name])), batch)
-                    )
+                    checks = list(pool.map(lambda name: (name, self._healthy(targets[name], name)), batch))
                 for name, why in checks:
                     if why is not None:
                         o = outcomes[name]
@@ -391,6 +420,10 @@ class Deployer:
             self._seed()
         return [outcomes[n.name] for n in nodes]
 
+    def _healthy(self, target: SshTarget, name: str) -> str | None:
+        r = self.delivered.get(name)
+        return self.healthy(target, self.manifest.nodes[name], r.units if r is not None else ())
+
     def deliver(self, names: Sequence[str]) -> None:
         """Credentials to every target, in parallel; any failure stops the deploy before activation."""
         assert self.deliverer is not None
@@ -398,11 +431,14 @@ class Deployer:
 
         def one(name: str) -> str | None:
             try:
-                summary = deliverer(name, self.held_credentials.get(name, []))
+                result = deliverer(name, self.held_credentials.get(name, []))
             except NixInfraError as exc:
                 return exc.message
-            if summary is not None:
-                self.emit("credentials", name, summary=summary)
+            if result is not None:
+                self.delivered[name] = result
+                self.emit("credentials", name, summary=result.summary())
+                if result.message:
+                    self.emit("restart-failed", name, units=list(result.restart_failed), log=result.message)
             return None
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:

@@ -11,9 +11,21 @@ server's PATH:
 
   systemd-run  runs the command after `--` detached (setsid), as a transient
                unit would, and records its argv in /run/fake/systemd-run.log
-  systemctl    `is-system-running` prints /run/fake/system-state (default
-               "running"); `is-active U...` prints active unless U is listed
-               in /run/fake/failed-units
+  systemctl    models the units a test system defines (its `units` file: each
+               unit and the credentials it loads, LoadCredentialEncrypted=):
+               state in /run/fake/units/U (active, failed, inactive); `start`
+               and `restart` make U active when every credential it loads is
+               in /var/lib/nix-infra/credentials and decrypts (real
+               systemd-creds), else failed (exit 1, as systemd); `try-restart`
+               restarts active units only; `reset-failed` makes failed units
+               inactive; `show --property=LoadState --value` is loaded or
+               not-found. Units no test system defines (sshd, flannel...)
+               count as active unless listed in /run/fake/failed-units.
+               `is-system-running` prints /run/fake/system-state, else
+               degraded while a unit has failed, else running. Options come
+               before `--`; an unknown option (a unit name starting with '-'
+               without `--`) is an error, as in systemctl. Every call is
+               logged in /run/fake/systemctl.log, restarts in /run/fake/restarted.
 
   nix-daemon   the real one, but while /run/fake/drop-copies holds a count > 0
                it kills the connection shortly after it starts (SSH dropped
@@ -46,24 +58,72 @@ shift
 setsid "$@" >> /run/fake/units.log 2>&1 < /dev/null &
 """
 
-SYSTEMCTL = """#!/bin/sh
-# stand-in for systemctl: is-system-running, is-active
-case "$1" in
+SYSTEMCTL = r"""#!/bin/bash
+# stand-in for systemctl (see fleet.py's header): units, their states and their credentials
+echo "$*" >> /run/fake/systemctl.log
+units=/run/fake/units creds=/run/fake/unit-credentials
+verb=$1; shift
+quiet= property= args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --) shift; args+=("$@"); break ;;
+    --quiet|-q|--value|--no-legend|--plain|--failed) [ "$1" = --quiet ] || [ "$1" = -q ] && quiet=1; shift ;;
+    --property=*) property=${1#--property=}; shift ;;
+    -*) echo "systemctl: unrecognized option '$1'" >&2; exit 1 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+state() {  # the state of a unit: a defined one's file, else active unless listed as failed
+  if grep -qx "$1" /run/fake/failed-units 2>/dev/null; then echo failed
+  elif [ -f "$units/$1" ]; then cat "$units/$1"
+  else echo active; fi
+}
+start() {  # a defined unit starts when each credential it loads is there and decrypts
+  local u=$1 c
+  [ -f "$units/$u" ] || { echo "Failed to start $u: Unit $u not found." >&2; return 5; }
+  while read -r c; do
+    [ -n "$c" ] || continue
+    if ! systemd-creds decrypt --name="$c" "/var/lib/nix-infra/credentials/$c.cred" - >/dev/null 2>&1; then
+      echo failed > "$units/$u"
+      echo "Job for $u failed because the control process exited with error code." >&2
+      return 1
+    fi
+  done < <(cat "$creds/$u" 2>/dev/null)
+  echo active > "$units/$u"
+}
+case "$verb" in
   is-system-running)
-    state=$(cat /run/fake/system-state 2>/dev/null || echo running)
-    echo "$state"
-    [ "$state" = running ] ;;
+    if [ -f /run/fake/system-state ]; then s=$(cat /run/fake/system-state)
+    elif [ -s /run/fake/failed-units ] || grep -qsx failed "$units"/* 2>/dev/null; then s=degraded
+    else s=running; fi
+    echo "$s"
+    [ "$s" = running ] ;;
   is-active)
-    shift; rc=0
-    for u in "$@"; do
-      if grep -qx "$u" /run/fake/failed-units 2>/dev/null; then echo failed; rc=3; else echo active; fi
+    rc=0
+    for u in "${args[@]}"; do
+      s=$(state "$u"); [ -n "$quiet" ] || echo "$s"; [ "$s" = active ] || rc=3
     done
     exit $rc ;;
-  try-restart)
-    shift; echo "$*" >> /run/fake/restarted ;;
-  --failed|list-units)
-    cat /run/fake/failed-units 2>/dev/null | sed 's/$/ loaded failed failed/' ;;
-  *) echo "fake systemctl: $*" >&2; exit 1 ;;
+  show)
+    [ "$property" = LoadState ] || { echo "fake systemctl: show --property=$property" >&2; exit 1; }
+    for u in "${args[@]}"; do if [ -f "$units/$u" ]; then echo loaded; else echo not-found; fi; done ;;
+  start|restart|try-restart)
+    echo "${args[*]}" >> /run/fake/restarted
+    rc=0
+    for u in "${args[@]}"; do
+      if [ "$verb" = try-restart ]; then [ "$(state "$u")" = active ] && [ -f "$units/$u" ] || continue; fi
+      if [ -f "$units/$u" ]; then start "$u" || rc=$?
+      elif [ "$verb" != try-restart ]; then echo "Failed to $verb $u: Unit $u not found." >&2; rc=5; fi
+    done
+    exit $rc ;;
+  reset-failed)
+    for u in "${args[@]}"; do
+      [ "$(state "$u")" != failed ] || [ ! -f "$units/$u" ] || echo inactive > "$units/$u"
+    done ;;
+  list-units)
+    { cat /run/fake/failed-units 2>/dev/null; grep -lsx failed "$units"/* 2>/dev/null | sed 's|.*/||'; } \
+      | sed 's/$/ loaded failed failed/' ;;
+  *) echo "fake systemctl: $verb $*" >&2; exit 1 ;;
 esac
 """
 
@@ -88,7 +148,7 @@ NIXOS_ANYWHERE = """#!/bin/sh
 # --extra-files, and its sshd reloads (SIGHUP), as a reboot into NixOS would.
 set -eu
 echo "$*" >> "$FAKE_FLEET_ROOT/nixos-anywhere.log"
-extra= target= port=22 ident= opts=
+extra= target= port=22 ident= opts= flake=
 while [ $# -gt 0 ]; do
   case "$1" in
     --extra-files) extra=$2; shift 2 ;;
@@ -96,7 +156,7 @@ while [ $# -gt 0 ]; do
     -p|--ssh-port) port=$2; shift 2 ;;
     -i) ident=$2; shift 2 ;;
     --ssh-option) opts="$opts -o $2"; shift 2 ;;
-    --flake) shift 2 ;;
+    --flake) flake=$2; shift 2 ;;
     *) echo "nixos-anywhere stand-in: unexpected $1" >&2; exit 2 ;;
   esac
 done
@@ -106,6 +166,22 @@ root=$(readlink -f "$FAKE_FLEET_ROOT/by-ip/${target#*@}")
 cp "$extra/etc/ssh/ssh_host_ed25519_key" "$root/etc/host_key"
 cp "$extra/etc/ssh/ssh_host_ed25519_key.pub" "$root/etc/host_key.pub"
 kill -HUP "$(cat "$root/run/sshd.pid")"
+# With FAKE_INSTALL_SYSTEM set, it installs and "boots" the node's full system as the real one
+# does: built here, copied into the node's store, running; every unit that loads a credential
+# failed at boot, since no credential exists yet on a new server.
+if [ -n "${FAKE_INSTALL_SYSTEM:-}" ]; then
+  nix() { command nix --extra-experimental-features 'nix-command flakes' "$@"; }
+  attr="${flake%#*}#nixosConfigurations.${flake##*#}.config.system.build.toplevel"
+  nix build --no-link "$attr"
+  system=$(nix eval --raw "$attr.outPath")
+  nix copy --no-check-sigs --to "local?root=$root" "$system"
+  ln -sfn "$system" "$root/run/current-system"
+  mkdir -p "$root/run/fake/units" "$root/run/fake/unit-credentials"
+  while read -r unit cred; do
+    echo failed > "$root/run/fake/units/$unit"
+    echo "$cred" >> "$root/run/fake/unit-credentials/$unit"
+  done < "$system/units"
+fi
 """
 
 
@@ -308,12 +384,25 @@ case "${mode:-}" in
 esac
 echo "$self" >> /run/fake/activations
 ln -sfn "$self" /run/current-system
+# the system's units (each with the credentials it loads): a unit new to the node is defined
+# and started, as switch-to-configuration starts new units; known ones are left as they are
+mkdir -p /run/fake/units /run/fake/unit-credentials
+new=""
+while read -r unit cred; do
+  [ -e "/run/fake/units/$unit" ] || { echo inactive > "/run/fake/units/$unit"; new="$new $unit"; }
+  grep -qsx "$cred" "/run/fake/unit-credentials/$unit" || echo "$cred" >> "/run/fake/unit-credentials/$unit"
+done < "$self/units"
+for unit in $new; do systemctl start -- "$unit" || true; done
 """
 
 FLAKE = """{
   outputs = { self }:
     let
       cluster = (import ./lib).evalCluster (import ./cluster.nix);
+      manifest = import ./manifest-override.nix cluster.manifest;
+      # "UNIT CREDENTIAL" lines: what each unit of the node loads (LoadCredentialEncrypted=)
+      unitLines = name: builtins.concatStringsSep "" (builtins.concatLists (builtins.attrValues (builtins.mapAttrs
+        (cred: units: map (u: "${u} ${cred}\n") units) manifest.nodes.${name}.credentialUnits)));
       generation = import ./generation.nix;
       mkSystem = name: derivation {
         name = "nixos-system-${name}-g${toString generation}";
@@ -321,14 +410,16 @@ FLAKE = """{
         builder = "/bin/sh";
         PATH = "/usr/bin:/bin";
         switch = builtins.readFile ./switch.sh;
+        units = unitLines name;
         args = [ "-c" ''
           mkdir -p $out/bin
           printf '%%s' "$switch" > $out/bin/switch-to-configuration
           chmod +x $out/bin/switch-to-configuration
+          printf '%%s' "$units" > $out/units
         '' ];
       };
     in {
-      nixInfra.manifest = import ./manifest-override.nix cluster.manifest;
+      nixInfra.manifest = manifest;
       nixosConfigurations = builtins.mapAttrs
         (name: _: { config.system.build.toplevel = mkSystem name; }) cluster.nodes;
     };

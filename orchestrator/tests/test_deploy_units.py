@@ -225,3 +225,58 @@ def test_key_units_follow_the_node_type_mesh_and_apps(example_manifest: dict[str
         "podman-api.service",
         "nix-infra-register-api.service",
     )
+
+
+def test_the_health_gate_passes_unit_names_after_double_dash_and_checks_them_first(
+    example_manifest: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nix_infra.deploy as deploy_module
+    from nix_infra.deploy import Deployer, DeployOptions, SshSettings
+    from nix_infra.process import Result
+
+    sent: list[list[str]] = []
+
+    def fake_remote(t: SshTarget, command: list[str], **kw: Any) -> Result:
+        sent.append(list(command))
+        units = command[4:]
+        return Result(tuple(command), 0, "running\n--\n" + "active\n" * len(units), "")
+
+    monkeypatch.setattr(deploy_module, "run_remote", fake_remote)
+    m = parse_manifest(example_manifest)
+    d = Deployer(m, FactsStore(tmp_path / "facts"), SshSettings(), DeployOptions(flake=".", health_timeout=1))
+    assert d.healthy(target(tmp_path), m.nodes["worker001"]) is None
+    script, units = sent[0][2], sent[0][4:]
+    assert 'systemctl is-active -- "$@"' in script and sent[0][3] == "health"
+    assert units[0] == "sshd.service" and units[-1] == "nix-infra-register-api.service"
+    # the units a credential delivery restarted are checked as well
+    assert d.healthy(target(tmp_path), m.nodes["worker001"], ["podman-extra.service"]) is None
+    assert sent[1][4:] == [*units, "podman-extra.service"]
+    # a hand-made manifest whose app unit is an option in disguise never gets that far
+    data = json.loads(json.dumps(example_manifest))
+    data["apps"]["api"]["unit"] = "-Hroot@example.service"
+    bad = parse_manifest(data)
+    sent.clear()
+    d = Deployer(bad, FactsStore(tmp_path / "facts"), SshSettings(), DeployOptions(flake=".", health_timeout=1))
+    with pytest.raises(NixInfraError, match=r"'-Hroot@example.service' is not a systemd unit name"):
+        d.healthy(target(tmp_path), bad.nodes["worker001"])
+    with pytest.raises(NixInfraError, match=r"manifest: nodes\.worker001 \(its key units\)"):
+        d.run([bad.nodes["worker001"]])
+    assert sent == []
+
+
+def test_delivery_takes_only_unit_names_from_the_nodes_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nix_infra.delivery as delivery_module
+    from nix_infra.process import Result
+
+    out = "changed api-token\nrestarted podman-api.service\nrestarted -Hroot@example.service\nrestart-failed x;y\n"
+    monkeypatch.setattr(delivery_module, "run", lambda argv, **kw: Result(tuple(argv), 0, out, ""))
+    node = parse_manifest(json.loads(json.dumps(_manifest_data()))).nodes["worker001"]
+    r = delivery_module.deliver(target(tmp_path), node, {"api-token": b"v"})
+    assert r.changed == ("api-token",) and r.restarted == ("podman-api.service",) and r.restart_failed == ()
+    assert r.touched and r.units == ("podman-api.service",)
+
+
+def _manifest_data() -> dict[str, Any]:
+    from .conftest import example_manifest_data
+
+    return example_manifest_data()

@@ -82,7 +82,13 @@ def test_rekey_reaches_a_new_recipient_and_a_wrong_identity_is_clear(repo: tuple
 
 
 def test_frames_are_length_prefixed() -> None:
-    assert frames({"b": b"x\ny", "a": b""}) == b"put a 0\nput b 3\nx\nykeep a b\n"
+    import hashlib
+
+    empty, xy = hashlib.sha256(b"").hexdigest(), hashlib.sha256(b"x\ny").hexdigest()
+    units = {"b": ("b.service", "c.service"), "a": (), "gone": ("x.service",)}
+    assert frames({"b": b"x\ny", "a": b""}, units, keep=["pki"]) == (
+        f"put a 0 {empty}\nput b 3 {xy}\nx\nyunits b b.service c.service\nkeep a b pki\n".encode()
+    )
 
 
 # -- the CLI on the example manifest --------------------------------------------------------------
@@ -220,7 +226,13 @@ def test_delivery_rotation_and_removal(secure: Cluster, capsys: pytest.CaptureFi
                 assert TOKEN not in data and DBPASS not in data, path
 
     restarted = secure.server("worker001").fake_file("restarted")
-    assert restarted.read_text().splitlines() == ["podman-api.service"]  # first delivery (try-restart)
+    # the first delivery came before the system that defines podman-api.service (nothing to
+    # restart yet); the switch to that system started it, with its credentials in place
+    assert restarted.read_text().splitlines() == ["podman-api.service"]
+    calls = secure.server("worker001").fake_file("systemctl.log").read_text().splitlines()
+    assert "show --property=LoadState --value -- podman-api.service" in calls
+    assert "start -- podman-api.service" in calls and "restart -- podman-api.service" not in calls
+    assert (secure.server("worker001").fake_file("units") / "podman-api.service").read_text() == "active\n"
 
     # rotation: the new value reaches the node at once and restarts exactly the app's unit
     db_mtime = (d / "db-pass.cred").stat().st_mtime_ns
@@ -291,3 +303,190 @@ def test_secret_set_from_stdin_and_rotate_reports_units(
     assert code == 0
     assert "delivers it to worker001 and restarts: worker001: podman-api.service" in out
     assert SecretStore(cli_repo).get("api-token", identity) == b"rotated"
+
+
+def events(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_first_install_starts_the_units_that_failed_for_lack_of_their_credentials(
+    secure: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nixos-anywhere boots the full system before any credential exists: the app's unit fails.
+    Delivery must reset and start it, and the node (its system unchanged) must pass the health gate."""
+    monkeypatch.setenv("FAKE_INSTALL_SYSTEM", "1")
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    code, out, err = secure.cli(capsys, "--json", "deploy")
+    assert code == 0, err
+    w = secure.server("worker001")
+    assert w.activations() == []  # the installed system was the one to deploy: nothing was switched
+    assert (w.fake_file("units") / "podman-api.service").read_text().strip() == "active"
+    log = events(out)
+    summary = next(e for e in log if e["event"] == "summary")
+    assert {n["node"]: n["result"] for n in summary["nodes"]}["worker001"] == "unchanged"
+    gated = [e for e in log if e["event"] == "healthy" and e["node"] == "worker001"]
+    assert len(gated) == 1 and "podman-api.service" in gated[0]["units"]
+    assert "credentials: 2 changed" in next(e for e in log if e["event"] == "credentials")["summary"]
+    calls = w.fake_file("systemctl.log").read_text().splitlines()
+    assert "reset-failed -- podman-api.service" in calls and "restart -- podman-api.service" in calls
+    # nodes delivery did not touch are not gated again (nothing changed there)
+    assert not any(e["event"] == "healthy" and e["node"] == "worker002" for e in log)
+
+
+def override(c: Cluster, worker001: str) -> None:
+    """A hand-made manifest: worker001's entry updated with the Nix attrset `worker001`."""
+    (c.flake / "manifest-override.nix").write_text(
+        f"m: m // {{ nodes = m.nodes // {{ worker001 = m.nodes.worker001 // {worker001}; }}; }}\n"
+    )
+
+
+def test_a_hostile_unit_name_never_reaches_a_node(secure: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    override(secure, '{ credentialUnits = { api-token = [ "-Hroot@example.service" ]; }; }')
+    code, _, err = secure.cli(capsys, "deploy")
+    assert code == 1
+    where = "manifest: nodes.worker001.credentialUnits.api-token"
+    assert f"{where}: '-Hroot@example.service' is not a systemd unit name" in err
+    assert "Traceback" not in err
+    assert secure.fake.calls == [] and secure.fleet.servers == {}  # checked before anything was touched
+
+
+def test_an_app_secret_cannot_take_a_platform_credentials_name(
+    secure: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    store(secure, "nix-infra-etcd-client-key", b"app-value")
+    override(
+        secure,
+        '{ credentials = [ "api-token" "db-pass" "nix-infra-etcd-client-key" ]; '
+        'credentialUnits = { api-token = [ "podman-api.service" ]; db-pass = [ "podman-api.service" ]; '
+        'nix-infra-etcd-client-key = [ "podman-api.service" ]; }; }',
+    )
+    code, _, err = secure.cli(capsys, "deploy")
+    assert code == 1
+    assert "nodes.worker001.credentials: nix-infra-etcd-client-key is a platform credential name" in err
+    assert "wanted by podman-api.service" in err and "reserved, rename the app secret" in err
+    assert secure.fake.calls == [] and secure.fleet.servers == {}
+
+
+def test_a_failing_encrypt_on_the_node_is_reported_with_its_reason(
+    secure: Cluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    assert secure.cli(capsys, "deploy")[0] == 0
+    tool = secure.server("worker001").root / "bin" / "systemd-creds"
+    tool.write_text(
+        '#!/bin/sh\n[ "$1" = encrypt ] || exec /usr/bin/systemd-creds "$@"\ncat > /dev/null\n'
+        'echo "Failed to write credential file: No space left on device" >&2\nexit 1\n'
+    )
+    tool.chmod(0o755)
+    store(secure, "api-token", b"tok-rotated-0d5e")
+    code, _, err = secure.cli(capsys, "deploy", "--no-provision")
+    assert code == 1
+    assert "worker001: delivering credentials failed (exit 2)" in err
+    assert "put api-token: systemd-creds encrypt failed: Failed to write credential file: No space left" in err
+    assert "tok-rotated" not in err and TOKEN.decode() not in err
+    d = creds_dir(secure, "worker001")
+    assert decrypt(d / "api-token.cred", "api-token") == TOKEN  # nothing was changed
+    assert sorted(p.name for p in d.iterdir()) == ["api-token.cred", "db-pass.cred"]
+
+
+def test_a_restart_cut_off_is_done_by_the_next_deploy(
+    secure: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI dies (here: the node-side session is killed) after the new credentials are in
+    place and before their units restart; the next deploy, finding nothing changed, still
+    restarts them, and the node goes through the health gate."""
+    monkeypatch.setenv("FAKE_INSTALL_SYSTEM", "1")
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    # install the node (its unit fails at boot), then cut the delivery at its first restart
+    # call: the first systemctl call after the new credentials are committed, in either version
+    code, out, err = secure.cli(capsys, "provision")
+    assert code == 0, err
+    w = secure.server("worker001")
+    real = w.root / "bin" / "systemctl"
+    real.rename(w.root / "bin" / "systemctl.real")
+    real.write_text(
+        '#!/bin/sh\ncase "$1" in reset-failed|restart|try-restart) rm "$0"; mv "$0.real" "$0"; '
+        'kill -9 $PPID; exit 1 ;; esac\nexec "$0.real" "$@"\n'
+    )
+    real.chmod(0o755)
+    code, _, err = secure.cli(capsys, "deploy", "--no-provision")
+    assert code == 1
+    assert decrypt(creds_dir(secure, "worker001") / "api-token.cred", "api-token") == TOKEN  # delivered
+    assert (w.fake_file("units") / "podman-api.service").read_text().strip() == "failed"  # not restarted
+    code, out, err = secure.cli(capsys, "--json", "deploy", "--no-provision")
+    assert code == 0, err
+    assert (w.fake_file("units") / "podman-api.service").read_text().strip() == "active"
+    log = events(out)
+    assert "0 changed, 2 unchanged" in next(e for e in log if e["event"] == "credentials")["summary"]
+    assert any(e["event"] == "healthy" and e["node"] == "worker001" for e in log)
+
+
+def test_no_seed_leaves_the_pki_credentials_alone(secure: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    assert secure.cli(capsys, "deploy")[0] == 0  # --no-seed (this cluster has no control plane)
+    d = creds_dir(secure, "worker001")
+    # the etcd TLS material an earlier deploy with the PKI step delivered
+    for name in ("nix-infra-etcd-ca", "nix-infra-etcd-client-cert", "nix-infra-etcd-client-key"):
+        subprocess.run(
+            ["systemd-creds", "encrypt", f"--name={name}", "-", str(d / f"{name}.cred")], input=b"pem", check=True
+        )
+    (secure.flake / "cluster.nix").write_text(
+        SPEC.replace("%(secrets)s", '"api-token"') % {"key": Path(f"{secure.key}.pub").read_text().strip()}
+    )
+    code, _, err = secure.cli(capsys, "deploy", "--no-provision")
+    assert code == 0, err
+    assert sorted(p.name for p in d.iterdir()) == [
+        "api-token.cred",  # db-pass, no longer needed, is removed; what --no-seed skipped stays
+        "nix-infra-etcd-ca.cred",
+        "nix-infra-etcd-client-cert.cred",
+        "nix-infra-etcd-client-key.cred",
+    ]
+
+
+def test_a_unit_that_does_not_come_up_after_delivery_stops_the_deploy(
+    secure: Cluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_INSTALL_SYSTEM", "1")
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    assert secure.cli(capsys, "provision")[0] == 0
+    w = secure.server("worker001")
+    # the installed unit will also load a credential nobody delivers
+    w.fake_file("unit-credentials").mkdir()
+    (w.fake_file("unit-credentials") / "podman-api.service").write_text("never-delivered\n")
+    code, _, err = secure.cli(capsys, "deploy", "--no-provision")
+    assert code == 1
+    assert "restart FAILED: podman-api.service" in err
+    assert "Job for podman-api.service failed" in err  # systemctl's own words
+    assert "deploy failed on worker001" in err
+    assert "system is degraded" in err or "units not active: podman-api.service" in err
+    # rotate --deploy (no health gate) says so too, and fails
+    new_token = secure.root / "new-token"
+    new_token.write_bytes(b"tok-rotated")
+    code, out, err = secure.cli(capsys, "secret", "rotate", "api-token", "--from-file", str(new_token), "--deploy")
+    assert code == 1
+    assert "worker001: 1 changed, 1 unchanged, 0 removed; restarted: nothing; restart FAILED: podman-api.service" in out
+    assert "delivered, but units did not restart on worker001" in err
+
+
+def test_an_app_secret_with_the_platform_prefix_touches_nothing(
+    secure: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store(secure, "api-token", TOKEN)
+    store(secure, "db-pass", DBPASS)
+    (secure.flake / "manifest-override.nix").write_text(
+        "m: m // { apps = m.apps // { api = m.apps.api // "
+        '{ secrets = m.apps.api.secrets ++ [ "nix-infra-cache-key" ]; }; }; }\n'
+    )
+    code, _, err = secure.cli(capsys, "deploy")
+    assert code == 1
+    assert "manifest: apps.api.secrets: nix-infra-cache-key: names starting with 'nix-infra-'" in err
+    assert secure.fake.calls == [] and secure.fleet.servers == {}
