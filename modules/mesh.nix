@@ -20,7 +20,7 @@ let
     src = "mesh-haproxy.cfg.tmpl";
     dest = cfg.configPath;
     checkCmd = "${haproxyExe} -c -f {{.src}}";
-    reloadCmd = "${config.systemd.package}/bin/systemctl reload nix-infra-mesh-haproxy.service";
+    reloadCmd = "${config.systemd.package}/bin/systemctl reload -- nix-infra-mesh-haproxy.service";
   };
 in
 {
