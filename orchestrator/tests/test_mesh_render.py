@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from nix_infra.etcd import Etcd, canonical, seed
+from nix_infra.controlplane import seed_control_plane
+from nix_infra.etcd import Etcd, canonical
+from nix_infra.manifest import parse_manifest
 
 from .conftest import REPO, example_manifest_data
 from .etcd_server import EtcdServer, make_cluster_pki
@@ -141,11 +143,13 @@ def live_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
 def test_render_from_a_live_etcd_after_seed_and_registration(
     renderer: Path, live_etcd: EtcdServer, tmp_path: Path
 ) -> None:
-    """Seeded by the orchestrator, registered by the node's script with its lib-derived arguments."""
+    """Seeded by the orchestrator (keys, users and roles, auth on), registered by the node's script with its
+    lib-derived arguments, read with the node's certificate as its confd reads it."""
     manifest = example_manifest_data()
     cfg = node_configs("import ./lib/example.nix")["worker001"]
     with Etcd(live_etcd.url, live_etcd.cluster.tls("admin")) as etcd:
-        seed(etcd, manifest["etcdSeed"])
+        seed_control_plane(etcd, parse_manifest(manifest))
+        assert etcd.auth_enabled()
     reg = cfg["apps"]["api"]["registration"]
     argv = [
         str(REPO / "modules/scripts/register-instance.sh"),
@@ -159,7 +163,7 @@ def test_render_from_a_live_etcd_after_seed_and_registration(
         while not live_etcd.etcdctl("get", key, "--print-value-only").strip():
             assert time.monotonic() < deadline, "the instance never registered"
             time.sleep(0.1)
-        dump = json.loads(live_etcd.etcdctl("get", "--prefix", "/cluster/", "-w", "json"))
+        dump = json.loads(live_etcd.etcdctl("get", "--prefix", "/cluster", "-w", "json", name="nodes/worker001/client"))
     finally:
         proc.terminate()
         proc.wait(10)
