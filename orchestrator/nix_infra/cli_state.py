@@ -271,12 +271,16 @@ def etcd_get_cmd(opts: Options, prefix: str) -> None:
 @etcd_group.command("put")
 @click.argument("key")
 @click.argument("value")
+@click.option("--force", is_flag=True, help="Also change an instance key (it keeps its lease).")
 @click.pass_obj
-def etcd_put_cmd(opts: Options, key: str, value: str) -> None:
+def etcd_put_cmd(opts: Options, key: str, value: str, force: bool) -> None:
     """Set KEY to VALUE ('-' reads the value from stdin). JSON values are stored canonically.
 
     Keys nix-infra owns are overwritten by the next seed: change the cluster
-    flake instead. Useful for keys outside the mesh and for repairs.
+    flake instead. Useful for keys outside the mesh and for repairs. Instance
+    keys (/cluster/<group>/<app>/instances/<node>) belong to their node's
+    registration and are refused unless --force; a forced put keeps the key's
+    lease, and a missing instance key is never created.
 
     \b
     Examples:
@@ -288,25 +292,33 @@ def etcd_put_cmd(opts: Options, key: str, value: str) -> None:
         data = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")).encode()
     except json.JSONDecodeError:
         data = text.encode()
+    from nix_infra.etcd import operator_put
+
     with _etcd(opts) as etcd:
-        etcd.put(key, data)
+        operator_put(etcd, key, data, force=force)
     click.echo(json.dumps({"put": key}) if opts.json_output else f"put {key}")
 
 
 @etcd_group.command("del")
 @click.argument("key")
 @click.option("--prefix", is_flag=True, help="Delete every key that starts with KEY.")
+@click.option("--force", is_flag=True, help="Also delete instance keys.")
 @click.pass_obj
-def etcd_del_cmd(opts: Options, key: str, prefix: bool) -> None:
+def etcd_del_cmd(opts: Options, key: str, prefix: bool, force: bool) -> None:
     """Delete KEY (or, with --prefix, every key under it); prints how many were deleted.
+
+    Instance keys (also under the prefix) are refused unless --force: their
+    nodes' registration owns them.
 
     \b
     Examples:
       nix-infra etcd del /ops/maintenance
       nix-infra etcd del --prefix /cluster/backends/old/
     """
+    from nix_infra.etcd import operator_delete
+
     with _etcd(opts) as etcd:
-        count = etcd.delete(key, prefix=prefix)
+        count = operator_delete(etcd, key, prefix=prefix, force=force)
     click.echo(json.dumps({"deleted": count}) if opts.json_output else f"deleted {count} key(s)")
 
 

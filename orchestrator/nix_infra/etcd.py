@@ -114,6 +114,21 @@ class Etcd:
         except Exception as exc:
             raise self.failure(exc) from exc
 
+    def put_keeping_lease(self, key: str, value: bytes) -> None:
+        """Change an existing key's value and keep the lease it is attached to (etcd's ignore_lease)."""
+        from etcd3 import etcdrpc
+
+        request = etcdrpc.PutRequest(key=key.encode(), value=value, ignore_lease=True)
+        try:
+            self.client.kvstub.Put(request, self.client.timeout)
+        except Exception as exc:
+            if isinstance(exc, grpc.RpcError) and "key not found" in (exc.details() or ""):
+                raise NixInfraError(
+                    f"{key} does not exist: an instance key is created only by its node's registration, "
+                    "under a lease (a key put without one would outlive its node)"
+                ) from None
+            raise self.failure(exc) from exc
+
     def watch(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Events under `prefix` as they happen: {"type": "put"|"delete", "key", "value"}."""
         try:
@@ -262,6 +277,35 @@ def is_owned_key(key: str) -> bool:
     return (
         len(parts) == 5 and parts[1] == "cluster" and parts[2] in GROUPS and parts[3] != "" and parts[4] == "meta_data"
     )
+
+
+def operator_put(etcd: Etcd, key: str, value: bytes, *, force: bool = False) -> None:
+    """`nix-infra etcd put`: instance keys only with `force`, and then under the lease they have."""
+    if not is_instance_key(key):
+        etcd.put(key, value)
+        return
+    if not force:
+        raise NixInfraError(
+            f"{key} is an instance key: its node's registration writes it under a lease and puts its own value "
+            "back; pass --force to change it anyway (it keeps its lease)"
+        )
+    etcd.put_keeping_lease(key, value)
+
+
+def operator_delete(etcd: Etcd, key: str, *, prefix: bool = False, force: bool = False) -> int:
+    """`nix-infra etcd del`: refuses instance keys (also under a prefix) unless `force`; returns how many went."""
+    if not force:
+        found = [k for k in etcd.get_prefix(key) if is_instance_key(k)] if prefix else []
+        if not prefix and is_instance_key(key):
+            found = [key]
+        if found:
+            more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+            raise NixInfraError(
+                f"{', '.join(found[:3])}{more}: instance keys, written by their nodes' registration under a lease "
+                "(a healthy instance puts its key back within an interval; a dead one's goes at lease expiry); "
+                "pass --force to delete anyway"
+            )
+    return etcd.delete(key, prefix=prefix)
 
 
 @dataclass(frozen=True)
