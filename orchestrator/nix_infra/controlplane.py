@@ -190,6 +190,14 @@ def seed_control_plane(etcd: Etcd, manifest: Manifest, *, dry_run: bool = False)
     from nix_infra.etcd import manifest_auth, seed, sync_auth
 
     want = manifest_auth(manifest, ADMIN_CN)
-    keys = seed(etcd, manifest.etcd_seed, dry_run=dry_run)
-    auth = sync_auth(etcd, want, dry_run=dry_run)
+    try:
+        keys = seed(etcd, manifest.etcd_seed, dry_run=dry_run)
+        auth = sync_auth(etcd, want, dry_run=dry_run)
+    except NixInfraError as e:
+        if "PERMISSION_DENIED" not in e.message:
+            raise
+        raise NixInfraError(
+            f"{e.message}\n(auth is on and {ADMIN_CN} was refused: it lost etcd's root role by hand, or is gone; "
+            "only a root user can restore it, see docs/etcd.md, Authorization)"
+        ) from None
     return ControlPlaneSeed(keys, auth)

@@ -341,3 +341,17 @@ def test_node_permissions_are_exactly_the_mesh_read_its_keys_and_flannels() -> N
         "write /coreos.com/network/subnets/*",
     ]
     assert Perm.prefix("read", "/cluster").range_end == "/clustes"
+
+
+def test_an_admin_stripped_of_root_by_hand_gets_an_error_that_says_so(
+    tmp_path: Path, cluster: ClusterPki, manifest: Manifest
+) -> None:
+    server = EtcdServer(tmp_path / "etcd", cluster, "ctrl001").start()
+    try:
+        with Etcd(server.url, cluster.tls("admin")) as admin:
+            seed_control_plane(admin, manifest)
+            admin.client.authstub.UserRevokeRole(etcdrpc.AuthUserRevokeRoleRequest(name=ADMIN_CN, role="root"), 5)
+            with pytest.raises(NixInfraError, match=f"{ADMIN_CN} was refused: it lost etcd's root role"):
+                seed_control_plane(admin, manifest)
+    finally:
+        server.stop()
