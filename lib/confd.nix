@@ -9,6 +9,8 @@
 # snapshot and check the result with `haproxy -c`.
 let
   mesh = import ./mesh.nix;
+  constants = import ./constants.nix;
+  commaList = builtins.concatStringsSep ",";
 in
 rec {
   /**
@@ -34,7 +36,27 @@ rec {
 
   /**
     The confd template of a node's mesh haproxy config (Go text/template
-    with confd's store functions: getv, exists, lsdir, gets, json).
+    with confd's functions: getv, lsdir, gets, base, split, contains,
+    trimSuffix, replace, atoi).
+
+    Every record is untrusted input, checked before use and skipped when it is
+    not what nix-infra writes, so one bad record never aborts the render (which
+    would freeze the config) nor puts its text into it:
+
+    - the node's own record: the groups it consumes are read from its canonical
+      JSON tail `"services":[...]}`; only the three mesh groups count;
+    - an app (directory name) must be a name (`a-z`, `0-9`, `-`, at most 63);
+    - its meta_data must end in `"publish":{"port":P}}` with P a port
+      (1-65535, decimal, no leading zero) that is not reserved by the platform
+      and not already published by an app rendered before it;
+    - an instance record must be exactly the canonical JSON the registration
+      script writes, `{"ipv4":"A.B.C.D","node":"N","port":P}`, with an IPv4
+      address, a port, and N equal to the key's last segment, which must be a
+      name; the server is named after the key.
+
+    confd's `json` aborts the whole render on invalid JSON, and `atoi` on
+    anything but digits, so neither is ever called on an unchecked value:
+    values are cut with `split` and compared, digits checked one by one.
 
     Takes the node name; returns the template text.
 
@@ -43,16 +65,39 @@ rec {
   haproxyTemplate = node: ''
     # rendered by confd from etcd /cluster (nix-infra mesh); do not edit
     ${header}
-    {{- $self := json (getv "${mesh.nodeKey node}" "{\"services\":[]}") }}
-    {{- range $group := $self.services }}
+    {{- $digits := "0123456789" }}
+    {{- $nameChars := "abcdefghijklmnopqrstuvwxyz0123456789-" }}
+    {{- $reserved := ",${commaList (map toString constants.reservedPorts)}," }}
+    {{- $published := "," }}
+    {{- $consumed := "" }}
+    {{- $selfParts := split (getv "${mesh.nodeKey node}" "") "\"services\":[" }}
+    {{- if eq (len $selfParts) 2 }}
+    {{- $tail := index $selfParts 1 }}
+    {{- if eq (printf "%s]}" (trimSuffix $tail "]}")) $tail }}
+    {{- $consumed = printf ",%s," (trimSuffix $tail "]}") }}
+    {{- end }}
+    {{- end }}
+    {{- range $group := split "${commaList constants.groups}" "," }}
+    {{- if contains $consumed (printf ",\"%s\"," $group) }}
     {{- range $app := lsdir (printf "/cluster/%s" $group) }}
-    {{- $metaKey := printf "/cluster/%s/%s/meta_data" $group $app }}
-    {{- if exists $metaKey }}
-    {{- $meta := json (getv $metaKey) }}
-    {{- $mode := "tcp" }}{{ if eq (printf "%v" $meta.env.PROTOCOL) "http" }}{{ $mode = "http" }}{{ end }}
+    {{- $appOk := and (ge (len $app) 1) (le (len $app) 63) }}
+    {{- range split $app "" }}{{ if not (contains $nameChars .) }}{{ $appOk = false }}{{ end }}{{ end }}
+    {{- $meta := getv (printf "/cluster/%s/%s/meta_data" $group $app) "" }}
+    {{- $publish := 0 }}
+    {{- $metaParts := split $meta "\"publish\":{\"port\":" }}
+    {{- if and $appOk (eq (len $metaParts) 2) }}
+    {{- $tail := index $metaParts 1 }}
+    {{- $p := trimSuffix $tail "}}" }}
+    {{- $pOk := and (eq (printf "%s}}" $p) $tail) (ge (len $p) 1) (le (len $p) 5) }}
+    {{- range split $p "" }}{{ if not (contains $digits .) }}{{ $pOk = false }}{{ end }}{{ end }}
+    {{- if $pOk }}{{ if eq (printf "%d" (atoi $p)) $p }}{{ $publish = atoi $p }}{{ end }}{{ end }}
+    {{- end }}
+    {{- if and (ge $publish 1) (le $publish 65535) (not (contains $reserved (printf ",%d," $publish))) (not (contains $published (printf ",%d," $publish))) }}
+    {{- $published = printf "%s%d," $published $publish }}
+    {{- $mode := "tcp" }}{{ if contains $meta "\"PROTOCOL\":\"http\"" }}{{ $mode = "http" }}{{ end }}
 
     frontend {{ $group }}_{{ $app }}
-      bind 127.0.0.1:{{ $meta.publish.port }}
+      bind 127.0.0.1:{{ $publish }}
       mode {{ $mode }}
       default_backend {{ $group }}_{{ $app }}_instances
 
@@ -60,8 +105,34 @@ rec {
       mode {{ $mode }}
       balance roundrobin
     {{- range gets (printf "/cluster/%s/%s/instances/*" $group $app) }}
-    {{- $i := json .Value }}
-      server {{ $i.node }} {{ $i.ipv4 }}:{{ $i.port }} check
+    {{- $node := base .Key }}
+    {{- $f := split .Value "\"" }}
+    {{- $ok := and (eq (len $f) 11) (ge (len $node) 1) (le (len $node) 63) }}
+    {{- range split $node "" }}{{ if not (contains $nameChars .) }}{{ $ok = false }}{{ end }}{{ end }}
+    {{- $ip := "" }}
+    {{- $port := 0 }}
+    {{- if $ok }}
+    {{- $ok = and (eq (index $f 0) "{") (eq (index $f 1) "ipv4") (eq (index $f 2) ":") (eq (index $f 4) ",") (eq (index $f 5) "node") (eq (index $f 6) ":") (eq (index $f 7) $node) (eq (index $f 8) ",") (eq (index $f 9) "port") }}
+    {{- $ip = index $f 3 }}
+    {{- $octets := split $ip "." }}
+    {{- if ne (len $octets) 4 }}{{ $ok = false }}{{ end }}
+    {{- range $octets }}
+    {{- $o := . }}
+    {{- if or (lt (len $o) 1) (gt (len $o) 3) }}{{ $ok = false }}{{ end }}
+    {{- range split $o "" }}{{ if not (contains $digits .) }}{{ $ok = false }}{{ end }}{{ end }}
+    {{- if $ok }}{{ if or (ne (printf "%d" (atoi $o)) $o) (gt (atoi $o) 255) }}{{ $ok = false }}{{ end }}{{ end }}
+    {{- end }}
+    {{- $pt := index $f 10 }}
+    {{- $pp := trimSuffix $pt "}" }}
+    {{- $pd := replace $pp ":" "" 1 }}
+    {{- if or (ne (printf "%s}" $pp) $pt) (ne (printf ":%s" $pd) $pp) (lt (len $pd) 1) (gt (len $pd) 5) }}{{ $ok = false }}{{ end }}
+    {{- range split $pd "" }}{{ if not (contains $digits .) }}{{ $ok = false }}{{ end }}{{ end }}
+    {{- if $ok }}{{ if eq (printf "%d" (atoi $pd)) $pd }}{{ $port = atoi $pd }}{{ end }}{{ end }}
+    {{- end }}
+    {{- if and $ok (ge $port 1) (le $port 65535) }}
+      server {{ $node }} {{ $ip }}:{{ $port }} check
+    {{- end }}
+    {{- end }}
     {{- end }}
     {{- end }}
     {{- end }}

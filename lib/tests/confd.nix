@@ -6,7 +6,11 @@ in
 {
   testHeaderFirst = { expr = builtins.substring 0 6 confd.header; expected = "global"; };
   testTemplateReadsOwnRecord = { expr = has ''getv "/cluster/nodes/worker001"''; expected = true; };
-  testTemplateBindsLoopbackOnly = { expr = has "bind 127\\.0\\.0\\.1:\\{\\{ \\$meta\\.publish\\.port }}"; expected = true; };
+  testTemplateBindsLoopbackOnly = { expr = has "bind 127\\.0\\.0\\.1:\\{\\{ \\$publish }}"; expected = true; };
+  # confd's json aborts the render on invalid JSON: records are cut with split instead
+  testTemplateNeverParsesJson = { expr = has "json"; expected = false; };
+  testTemplateSkipsReservedPorts = { expr = has ''\$reserved := ",22,80,443,2379,2380,"''; expected = true; };
+  testTemplateNamesServersAfterTheKey = { expr = has "\\$node := base \\.Key.*server \\{\\{ \\$node }}"; expected = true; };
   testTemplateReadsInstances = { expr = has "/cluster/%s/%s/instances/\\*"; expected = true; };
   testTemplateStartsWithHeader = {
     expr = builtins.substring 0 (builtins.stringLength confd.header) (builtins.elemAt (builtins.split "edit\n" t) 2);

@@ -6,7 +6,9 @@
 # keeps succeeding, and deletes the key and revokes the lease as soon as it
 # fails or this script is stopped (SIGTERM/SIGINT). If the script dies without
 # cleaning up (SIGKILL, node crash), the lease expires after --ttl seconds and
-# etcd drops the key. Health coming back registers the instance again.
+# etcd drops the key. Health coming back registers the instance again. While
+# healthy, it also checks the key every interval and puts it back under its
+# lease if it is missing or differs (deleted or overwritten by someone else).
 #
 # etcd is reached with etcdctl (v3 API); endpoints and TLS files come from the
 # environment, as etcdctl reads them: ETCDCTL_ENDPOINTS, ETCDCTL_CACERT,
@@ -69,6 +71,7 @@ export ETCDCTL_API=3
 key="/cluster/$group/$app/instances/$node"
 # canonical JSON (sorted keys, compact), as the orchestrator writes its own keys
 value="{\"ipv4\":\"$address\",\"node\":\"$node\",\"port\":$port}"
+value_b64=$(printf '%s' "$value" | base64 -w0)
 lease=""
 
 healthy() { timeout "$health_timeout" bash -c "$health_cmd" >/dev/null 2>&1; }
@@ -109,6 +112,28 @@ renew() {
   return 1
 }
 
+# The key must hold our value under our lease. Someone may have deleted it
+# (`etcdctl del`), overwritten it, or put it without a lease; put it back under
+# our lease. etcdctl's JSON output carries the value in base64 and the lease
+# in decimal (absent when none).
+heal() {
+  local out have_value="" have_lease=""
+  if ! out=$(etcdctl --command-timeout=5s get "$key" -w json 2>&1); then
+    log "etcd: get $key failed: $out"
+    return 1
+  fi
+  [[ $out =~ \"value\":\"([^\"]*)\" ]] && have_value=${BASH_REMATCH[1]}
+  [[ $out =~ \"lease\":([0-9]+) ]] && have_lease=${BASH_REMATCH[1]}
+  [[ $have_value == "$value_b64" && $have_lease == "$((16#$lease))" ]] && return 0
+  if ! out=$(etcdctl --command-timeout=5s put --lease="$lease" "$key" "$value" 2>&1); then
+    log "etcd: put $key failed: $out"
+    return 1
+  fi
+  local was="missing"
+  [[ -z $have_value ]] || was=$([[ $have_value == "$value_b64" ]] && echo "not under lease $lease" || echo "changed")
+  log "$key was $was; put it back (lease $lease)"
+}
+
 on_stop() {
   deregister
   exit 0
@@ -121,7 +146,11 @@ while true; do
     if [[ -z $lease ]]; then
       register
     else
-      renew || [[ -n $lease ]] || register
+      if renew; then
+        heal
+      elif [[ -z $lease ]]; then
+        register
+      fi
     fi
   elif [[ -n $lease ]]; then
     log "health check failed"

@@ -519,8 +519,7 @@ def _prepare_delivery(
 
 def _prepare_seeding(opts: Options, manifest: Manifest, deployer: Deployer) -> Callable[[], None] | None:
     """Issue missing certificates now; return the step that seeds etcd after the ctrl nodes."""
-    from nix_infra.controlplane import connect, issue_certificates
-    from nix_infra.etcd import seed
+    from nix_infra.controlplane import connect, issue_certificates, seed_control_plane
     from nix_infra.pki import Pki
 
     repo = opts.repo_dir()
@@ -540,7 +539,7 @@ def _prepare_seeding(opts: Options, manifest: Manifest, deployer: Deployer) -> C
     def seeder() -> None:
         target = lambda node: ssh_target(manifest.nodes[node], facts, settings)  # noqa: E731
         with connect(repo, manifest, target, opts.identity) as etcd:
-            result = seed(etcd, manifest.etcd_seed)
+            result = seed_control_plane(etcd, manifest).keys
         counts = result.diff.counts()
         deployer.emit(
             "seeded",

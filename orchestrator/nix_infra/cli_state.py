@@ -18,7 +18,8 @@ from nix_infra.options import Options
 from nix_infra.pki import Pki, wanted_certificates
 
 if TYPE_CHECKING:  # grpc (via the etcd client) loads only for the etcd commands
-    from nix_infra.etcd import Etcd, SeedResult
+    from nix_infra.controlplane import ControlPlaneSeed
+    from nix_infra.etcd import Etcd
 
 
 @click.command("init")
@@ -180,8 +181,9 @@ def _etcd(opts: Options) -> Iterator[Etcd]:
         yield etcd
 
 
-def print_seed(opts: Options, result: SeedResult, dry_run: bool) -> None:
+def print_seed(opts: Options, seeded: ControlPlaneSeed, dry_run: bool) -> None:
     echo = click.echo
+    result, auth = seeded.keys, seeded.auth.diff
     diff = result.diff
     counts = diff.counts()
     if opts.json_output:
@@ -196,6 +198,7 @@ def print_seed(opts: Options, result: SeedResult, dry_run: bool) -> None:
                     "add": sorted(diff.add),
                     "change": sorted(diff.change),
                     "remove": list(diff.remove),
+                    "auth": auth.lines(),
                 },
                 indent=2,
             )
@@ -208,11 +211,16 @@ def print_seed(opts: Options, result: SeedResult, dry_run: bool) -> None:
             echo(f"~ {key} {value.decode()}")
         for key in diff.remove:
             echo(f"- {key}")
+    if dry_run or opts.verbose:
+        for line in auth.lines():
+            echo(line)
     verb = "would be" if dry_run else "were"
     echo(
         f"{counts['added']} added, {counts['changed']} changed, {counts['removed']} removed "
         f"({'nothing written' if dry_run else f'{result.transactions} transaction(s)'}); keys {verb} under /cluster"
     )
+    changes = len(auth.lines())
+    echo(f"auth: {changes} change(s) to users and roles {verb} made" if changes else "auth: users and roles in line")
 
 
 @etcd_group.command("seed")
@@ -224,7 +232,9 @@ def etcd_seed_cmd(opts: Options, dry_run: bool) -> None:
     Keys the manifest no longer has are deleted if nix-infra owns them
     (/cluster/nodes/*, /cluster/<group>/<app>/meta_data); instance keys and
     anything else are never touched. Each transaction fails if another writer
-    changed its keys meanwhile. deploy runs this after the ctrl nodes.
+    changed its keys meanwhile. Then etcd's users and roles are brought in line
+    with the manifest (each node may write only its own instance keys and
+    flannel's leases) and auth is enabled. deploy runs this after the ctrl nodes.
 
     \b
     Examples:
@@ -232,12 +242,12 @@ def etcd_seed_cmd(opts: Options, dry_run: bool) -> None:
       nix-infra etcd seed
       nix-infra --json etcd seed
     """
-    from nix_infra.etcd import seed
+    from nix_infra.controlplane import seed_control_plane
 
     manifest = opts.load_manifest()
     with _etcd(opts) as etcd:
-        result = seed(etcd, manifest.etcd_seed, dry_run=dry_run)
-    print_seed(opts, result, dry_run)
+        seeded = seed_control_plane(etcd, manifest, dry_run=dry_run)
+    print_seed(opts, seeded, dry_run)
 
 
 @etcd_group.command("get")
@@ -261,12 +271,16 @@ def etcd_get_cmd(opts: Options, prefix: str) -> None:
 @etcd_group.command("put")
 @click.argument("key")
 @click.argument("value")
+@click.option("--force", is_flag=True, help="Also change an instance key (it keeps its lease).")
 @click.pass_obj
-def etcd_put_cmd(opts: Options, key: str, value: str) -> None:
+def etcd_put_cmd(opts: Options, key: str, value: str, force: bool) -> None:
     """Set KEY to VALUE ('-' reads the value from stdin). JSON values are stored canonically.
 
     Keys nix-infra owns are overwritten by the next seed: change the cluster
-    flake instead. Useful for keys outside the mesh and for repairs.
+    flake instead. Useful for keys outside the mesh and for repairs. Instance
+    keys (/cluster/<group>/<app>/instances/<node>) belong to their node's
+    registration and are refused unless --force; a forced put keeps the key's
+    lease, and a missing instance key is never created.
 
     \b
     Examples:
@@ -278,25 +292,33 @@ def etcd_put_cmd(opts: Options, key: str, value: str) -> None:
         data = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")).encode()
     except json.JSONDecodeError:
         data = text.encode()
+    from nix_infra.etcd import operator_put
+
     with _etcd(opts) as etcd:
-        etcd.put(key, data)
+        operator_put(etcd, key, data, force=force)
     click.echo(json.dumps({"put": key}) if opts.json_output else f"put {key}")
 
 
 @etcd_group.command("del")
 @click.argument("key")
 @click.option("--prefix", is_flag=True, help="Delete every key that starts with KEY.")
+@click.option("--force", is_flag=True, help="Also delete instance keys.")
 @click.pass_obj
-def etcd_del_cmd(opts: Options, key: str, prefix: bool) -> None:
+def etcd_del_cmd(opts: Options, key: str, prefix: bool, force: bool) -> None:
     """Delete KEY (or, with --prefix, every key under it); prints how many were deleted.
+
+    Instance keys (also under the prefix) are refused unless --force: their
+    nodes' registration owns them.
 
     \b
     Examples:
       nix-infra etcd del /ops/maintenance
       nix-infra etcd del --prefix /cluster/backends/old/
     """
+    from nix_infra.etcd import operator_delete
+
     with _etcd(opts) as etcd:
-        count = etcd.delete(key, prefix=prefix)
+        count = operator_delete(etcd, key, prefix=prefix, force=force)
     click.echo(json.dumps({"deleted": count}) if opts.json_output else f"deleted {count} key(s)")
 
 

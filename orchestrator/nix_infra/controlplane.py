@@ -22,12 +22,12 @@ from nix_infra.agestore import (
 from nix_infra.errors import NixInfraError
 from nix_infra.files import write_atomically
 from nix_infra.manifest import Manifest, Node
-from nix_infra.pki import Pki, wanted_certificates
+from nix_infra.pki import ADMIN_CN, Pki, wanted_certificates
 from nix_infra.ssh import SshTarget
 from nix_infra.tunnel import forward
 
 if TYPE_CHECKING:  # the etcd client pulls in grpc (0.1 s): imported when a command needs it
-    from nix_infra.etcd import Etcd, TlsMaterial
+    from nix_infra.etcd import AuthResult, Etcd, SeedResult, TlsMaterial
 
 RECIPIENTS_HEADER = """\
 # Who can decrypt this cluster's secrets and keys: age public keys (age1...)
@@ -172,3 +172,32 @@ def node_pki_credentials(repo: Path, node: Node, identity: Callable[[], Identity
         values[f"nix-infra-etcd-{kind}-cert"] = pki.certificate_pem(name)
         values[f"nix-infra-etcd-{kind}-key"] = pki.private_key_pem(name, identity())
     return values
+
+
+@dataclass(frozen=True)
+class ControlPlaneSeed:
+    """What `etcd seed` did: the static keys, then the users and roles (docs/etcd.md)."""
+
+    keys: SeedResult
+    auth: AuthResult
+
+
+def seed_control_plane(etcd: Etcd, manifest: Manifest, *, dry_run: bool = False) -> ControlPlaneSeed:
+    """Seed the manifest's static keys, then keep etcd's users and roles in line with it and enable auth.
+
+    Both are derived (and validated) before anything is written.
+    """
+    from nix_infra.etcd import manifest_auth, seed, sync_auth
+
+    want = manifest_auth(manifest, ADMIN_CN)
+    try:
+        keys = seed(etcd, manifest.etcd_seed, dry_run=dry_run)
+        auth = sync_auth(etcd, want, dry_run=dry_run)
+    except NixInfraError as e:
+        if "PERMISSION_DENIED" not in e.message:
+            raise
+        raise NixInfraError(
+            f"{e.message}\n(auth is on and {ADMIN_CN} was refused: it lost etcd's root role by hand, or is gone; "
+            "only a root user can restore it, see docs/etcd.md, Authorization)"
+        ) from None
+    return ControlPlaneSeed(keys, auth)

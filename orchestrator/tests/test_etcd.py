@@ -199,7 +199,9 @@ def test_cli_seed_dry_run_then_seed_then_noop(
     assert everything(server) == {}
     code, out, _ = run_cli(capsys, "--manifest", str(manifest_file), "--json", *args, "seed")
     assert code == 0
-    assert json.loads(out) | {"seconds": 0} == {
+    seeded = json.loads(out)
+    assert "+ user worker001 role nix-infra-node-worker001" in seeded.pop("auth")  # test_etcd_auth.py
+    assert seeded | {"seconds": 0} == {
         "dry_run": False,
         "added": 3,
         "changed": 0,
@@ -267,3 +269,51 @@ def test_cli_unreachable_etcd(cluster: ClusterPki, tmp_path: Path, capsys: pytes
         str(key), "get", "/",
     )  # fmt: skip
     assert code == 1 and f"etcd at {url}" in err and "Traceback" not in err
+
+
+INSTANCE = "/cluster/backends/api/instances/worker001"
+
+
+def lease_of(server: EtcdServer, key: str) -> int:
+    kvs = json.loads(server.etcdctl("get", key, "-w", "json")).get("kvs", [])
+    return int(kvs[0].get("lease", 0)) if kvs else 0
+
+
+def test_cli_put_refuses_an_instance_key_unless_forced_and_never_detaches_its_lease(
+    etcd: Etcd, server: EtcdServer, cluster: ClusterPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = cli_args(server, cluster, tmp_path)
+    lease = server.etcdctl("lease", "grant", "60").split()[1]
+    server.etcdctl("put", "--lease", lease, INSTANCE, '{"ipv4":"10.10.64.1","node":"worker001","port":8080}')
+    code, _, err = run_cli(capsys, *args, "put", INSTANCE, '{"ipv4":"10.10.64.1","node":"worker001","port":9}')
+    assert code == 1 and "is an instance key" in err and "--force" in err and "Traceback" not in err
+    assert json.loads(everything(server)[INSTANCE])["port"] == 8080
+    code, _, err = run_cli(capsys, *args, "put", "--force", INSTANCE, '{"ipv4": "10.10.64.1", "node": "worker001", '
+                           '"port": 9}')  # fmt: skip
+    assert code == 0, err
+    assert everything(server)[INSTANCE] == '{"ipv4":"10.10.64.1","node":"worker001","port":9}'
+    assert lease_of(server, INSTANCE) == int(lease, 16)  # still goes when its node's lease does
+    server.etcdctl("lease", "revoke", lease)
+    assert INSTANCE not in everything(server)
+    # a missing instance key is never created, not even forced: it would have no lease
+    code, _, err = run_cli(capsys, *args, "put", "--force", INSTANCE, "{}")
+    assert code == 1 and "does not exist" in err and "Traceback" not in err
+    assert everything(server) == {}
+
+
+def test_cli_del_refuses_instance_keys_also_under_a_prefix_unless_forced(
+    etcd: Etcd, server: EtcdServer, cluster: ClusterPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = cli_args(server, cluster, tmp_path)
+    server.etcdctl("put", INSTANCE, "{}")
+    server.etcdctl("put", "/cluster/backends/api/meta_data", "{}")
+    for extra in ([], ["--prefix"]):
+        target = INSTANCE if not extra else "/cluster/backends/"
+        code, _, err = run_cli(capsys, *args, "del", *extra, target)
+        assert code == 1 and INSTANCE in err and "--force" in err and "Traceback" not in err
+    assert len(everything(server)) == 2
+    code, out, _ = run_cli(capsys, *args, "del", "--prefix", "/cluster/backends/api/meta")  # no instance key under it
+    assert code == 0 and "deleted 1 key(s)" in out
+    code, out, _ = run_cli(capsys, *args, "del", "--force", INSTANCE)
+    assert code == 0 and "deleted 1 key(s)" in out
+    assert everything(server) == {}

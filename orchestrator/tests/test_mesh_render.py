@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from nix_infra.etcd import Etcd, canonical, seed
+from nix_infra.controlplane import seed_control_plane
+from nix_infra.etcd import Etcd, canonical
+from nix_infra.manifest import parse_manifest
 
 from .conftest import REPO, example_manifest_data
 from .etcd_server import EtcdServer, make_cluster_pki
@@ -141,11 +143,13 @@ def live_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
 def test_render_from_a_live_etcd_after_seed_and_registration(
     renderer: Path, live_etcd: EtcdServer, tmp_path: Path
 ) -> None:
-    """Seeded by the orchestrator, registered by the node's script with its lib-derived arguments."""
+    """Seeded by the orchestrator (keys, users and roles, auth on), registered by the node's script with its
+    lib-derived arguments, read with the node's certificate as its confd reads it."""
     manifest = example_manifest_data()
     cfg = node_configs("import ./lib/example.nix")["worker001"]
     with Etcd(live_etcd.url, live_etcd.cluster.tls("admin")) as etcd:
-        seed(etcd, manifest["etcdSeed"])
+        seed_control_plane(etcd, parse_manifest(manifest))
+        assert etcd.auth_enabled()
     reg = cfg["apps"]["api"]["registration"]
     argv = [
         str(REPO / "modules/scripts/register-instance.sh"),
@@ -159,7 +163,7 @@ def test_render_from_a_live_etcd_after_seed_and_registration(
         while not live_etcd.etcdctl("get", key, "--print-value-only").strip():
             assert time.monotonic() < deadline, "the instance never registered"
             time.sleep(0.1)
-        dump = json.loads(live_etcd.etcdctl("get", "--prefix", "/cluster/", "-w", "json"))
+        dump = json.loads(live_etcd.etcdctl("get", "--prefix", "/cluster", "-w", "json", name="nodes/worker001/client"))
     finally:
         proc.terminate()
         proc.wait(10)
@@ -168,3 +172,118 @@ def test_render_from_a_live_etcd_after_seed_and_registration(
     haproxy_check(config, tmp_path)
     assert frontends(config) == {"backends_api": "127.0.0.1:5001"}
     assert servers(config, "backends_api_instances") == ["10.10.64.1:8080"]
+
+
+# ---- hostile records: skipped, and nothing else changes --------------------------------------------
+
+# worker001 consumes services and backends: api (backends, on worker001 and worker002), cache (services)
+MULTI_SPEC = (
+    "let e = import ./lib/example.nix; in e // {"
+    ' nodes = e.nodes // { worker002 = { type = "worker"; serverType = "cpx21"; }; };'
+    ' apps = { api = e.apps.api // { nodes = [ "worker001" "worker002" ]; };'
+    ' cache = { group = "services"; port = 6379; publish = 5003; nodes = [ "worker001" ]; envPrefix = "CACHE";'
+    ' image = "ghcr.io/acme/cache:1"; }; }; }'
+)
+API = "/cluster/backends/api/instances/"
+GOOD_META = canonical(
+    {"env": {"HOST": "127.0.0.1", "PATH": "/", "PORT": "5009", "PROTOCOL": "http"}, "env_prefix": "EVIL",
+     "publish": {"port": 5009}}
+).decode()  # fmt: skip
+
+HOSTILE: dict[str, dict[str, str]] = {
+    "instance not JSON": {API + "worker009": "not json at all"},
+    "instance empty": {API + "worker009": ""},
+    "instance missing port": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009"}'},
+    "instance missing ipv4": {API + "worker009": '{"node":"worker009","port":8080}'},
+    "instance extra field": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":8080,"x":1}'},
+    "instance ipv4 three octets": {API + "worker009": '{"ipv4":"10.10.64","node":"worker009","port":8080}'},
+    "instance ipv4 octet 256": {API + "worker009": '{"ipv4":"10.10.64.256","node":"worker009","port":8080}'},
+    "instance ipv4 letters": {API + "worker009": '{"ipv4":"a.b.c.d","node":"worker009","port":8080}'},
+    "instance ipv4 hostname": {API + "worker009": '{"ipv4":"evil.example","node":"worker009","port":8080}'},
+    "instance port 0": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":0}'},
+    "instance port 65536": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":65536}'},
+    "instance port negative": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":-1}'},
+    "instance port string": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":"8080"}'},
+    "instance port text": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":8080 check}'},
+    "instance node differs from key": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker001","port":8080}'},
+    "instance smuggled server (escaped)": {
+        API + "worker009": '{"ipv4":"10.10.64.2:8080 check\\n  server pwn 203.0.113.66","node":"worker009","port":8080}'
+    },
+    "instance smuggled server (raw newline)": {
+        API + "worker009": '{"ipv4":"10.10.64.2:8080 check\n  server pwn 203.0.113.66","node":"worker009","port":8080}'
+    },
+    "instance smuggled in node": {
+        API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009 10.10.64.9:1\\n  server pwn","port":8080}'
+    },
+    "instance key not a name": {API + "Pwn x": '{"ipv4":"10.10.64.9","node":"Pwn x","port":8080}'},
+    "instance not canonical JSON": {API + "worker009": '{"node": "worker009", "ipv4": "10.10.64.9", "port": 8080}'},
+    "meta not JSON": {"/cluster/backends/evil/meta_data": "{{ not json"},
+    "meta publish port 0": {"/cluster/backends/evil/meta_data": GOOD_META.replace("5009}", "0}")},
+    "meta publish port 70000": {"/cluster/backends/evil/meta_data": GOOD_META.replace("5009}", "70000}")},
+    "meta publish port text": {"/cluster/backends/evil/meta_data": GOOD_META.replace("5009}", '"5009"}')},
+    "meta publish port smuggled": {
+        "/cluster/backends/evil/meta_data": GOOD_META.replace("5009}", "5009\\n  bind 0.0.0.0:5009}")
+    },
+    "meta publish reserved ssh": {"/cluster/backends/evil/meta_data": GOOD_META.replace("5009}", "22}")},
+    "meta publish reserved etcd": {"/cluster/backends/evil/meta_data": GOOD_META.replace("5009}", "2379}")},
+    "meta publish taken by another app": {"/cluster/backends/evil/meta_data": GOOD_META.replace("5009}", "5001}")},
+    "meta missing": {"/cluster/backends/evil/instances/worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":1}'},
+    "app name not a name": {"/cluster/backends/Evil App/meta_data": GOOD_META},
+}
+
+
+@pytest.fixture(scope="module")
+def multi() -> tuple[dict[str, str], str]:
+    """The seed and instances of MULTI_SPEC, and worker001's template."""
+    return snapshot_from_manifest(example_manifest_data(MULTI_SPEC)), node_configs(MULTI_SPEC)["worker001"]["mesh"][
+        "template"
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_record_is_skipped_and_every_other_app_keeps_rendering(
+    renderer: Path, tmp_path: Path, multi: tuple[dict[str, str], str], case: str
+) -> None:
+    snap, template = multi
+    baseline = render(renderer, template, snap, tmp_path)
+    assert frontends(baseline) == {"services_cache": "127.0.0.1:5003", "backends_api": "127.0.0.1:5001"}
+    assert servers(baseline, "backends_api_instances") == ["10.10.64.1:8080", "10.10.64.2:8080"]
+    config = render(renderer, template, {**snap, **HOSTILE[case]}, tmp_path)
+    haproxy_check(config, tmp_path)
+    assert config == baseline
+    assert "pwn" not in config and "evil" not in config.lower()
+
+
+def test_servers_are_named_after_the_key_and_a_good_extra_app_renders(
+    renderer: Path, tmp_path: Path, multi: tuple[dict[str, str], str]
+) -> None:
+    """The control case of the hostile ones: the same records, well-formed, are rendered."""
+    snap, template = multi
+    extra = {
+        API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":65535}',
+        "/cluster/backends/evil/meta_data": GOOD_META,
+        "/cluster/backends/evil/instances/worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":1}',
+    }
+    config = render(renderer, template, {**snap, **extra}, tmp_path)
+    haproxy_check(config, tmp_path)
+    assert frontends(config)["backends_evil"] == "127.0.0.1:5009"
+    assert servers(config, "backends_api_instances") == ["10.10.64.1:8080", "10.10.64.2:8080", "10.10.64.9:65535"]
+    assert "server worker009 10.10.64.9:65535 check" in config
+    assert "mode http" in config.split("backend backends_evil_instances", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "not json",
+        '{"ipv4":"10.10.64.1","name":"worker001","services":"backends"}',
+        '{"ipv4":"10.10.64.1","name":"worker001","services":["nodes"]}',
+    ],
+)
+def test_a_broken_own_record_renders_the_empty_config(
+    renderer: Path, tmp_path: Path, multi: tuple[dict[str, str], str], record: str
+) -> None:
+    snap, template = multi
+    config = render(renderer, template, {**snap, "/cluster/nodes/worker001": record}, tmp_path)
+    haproxy_check(config, tmp_path)
+    assert frontends(config) == {}

@@ -171,3 +171,74 @@ def test_bad_arguments_are_refused_naming_the_flag(args: list[str], message: str
     )
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def lease_of(server: EtcdServer) -> int:
+    """The lease the instance key is attached to (0: none)."""
+    kvs = json.loads(server.etcdctl("get", KEY, "-w", "json")).get("kvs", [])
+    return int(kvs[0].get("lease", 0)) if kvs else 0
+
+
+def test_a_deleted_key_is_put_back_under_the_same_lease(registration: Registration, server: EtcdServer) -> None:
+    """`etcdctl del` of the key while the instance is healthy: repaired within an interval or so."""
+    registration.health.touch()
+    registration.start()
+    registration.wait_for(True, 10)
+    (lease,) = registration.leases()
+    server.etcdctl("del", KEY)
+    registration.wait_for(True, INTERVAL + 10)
+    assert json.loads(registration.value() or "") == {"ipv4": "10.10.64.1", "node": "worker001", "port": 8080}
+    assert registration.leases() == [lease]
+    assert lease_of(server) == int(lease, 16)
+
+
+def test_an_overwritten_or_detached_key_is_put_back_under_its_lease(
+    registration: Registration, server: EtcdServer
+) -> None:
+    registration.health.touch()
+    registration.start()
+    registration.wait_for(True, 10)
+    (lease,) = registration.leases()
+    right = registration.value()
+    server.etcdctl("put", KEY, '{"ipv4":"203.0.113.66","node":"worker001","port":8080}')  # no lease: would outlive us
+    deadline = time.monotonic() + INTERVAL + 10
+    while registration.value() != right or lease_of(server) != int(lease, 16):
+        assert time.monotonic() < deadline, f"not repaired; log:\n{registration.log.read_text()}"
+        time.sleep(0.1)
+    # SIGKILL: the key goes with the lease, as it should
+    assert registration.proc is not None
+    registration.proc.kill()
+    registration.proc.wait()
+    registration.wait_for(False, TTL + 5)
+
+
+def test_registration_works_under_etcd_rbac(tmp_path: Path) -> None:
+    """With auth on (seeded by the orchestrator), the node's certificate registers, renews, repairs, deregisters."""
+    from nix_infra.controlplane import seed_control_plane
+    from nix_infra.etcd import Etcd
+
+    cluster = make_cluster_pki(tmp_path / "repo", example_manifest_data())
+    server = EtcdServer(tmp_path / "etcd", cluster, "ctrl001").start()
+    try:
+        with Etcd(server.url, cluster.tls("admin")) as admin:
+            seed_control_plane(admin, cluster.manifest)
+            assert admin.auth_enabled()
+        registration = Registration(server, tmp_path)
+        registration.health.touch()
+        registration.start()
+        try:
+            registration.wait_for(True, 10)
+            time.sleep(TTL + 1)  # renewed beyond one TTL
+            assert registration.value() is not None
+            server.etcdctl("del", KEY)
+            registration.wait_for(True, INTERVAL + 10)
+            assert registration.proc is not None
+            registration.proc.terminate()
+            assert registration.proc.wait(10) == 0
+            assert registration.value() is None
+            assert registration.leases() == []  # revoked with the node's certificate
+            assert "failed" not in registration.log.read_text()
+        finally:
+            registration.stop()
+    finally:
+        server.stop()
