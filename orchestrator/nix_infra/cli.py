@@ -27,7 +27,15 @@ from nix_infra.deploy import (
 from nix_infra.errors import NixInfraError
 from nix_infra.manifest import Manifest
 from nix_infra.operate import desired_systems, node_status, run_everywhere
-from nix_infra.options import Options, SafePath, check_cluster_name, check_flake_ref, check_node_name, param
+from nix_infra.options import (
+    Options,
+    SafePath,
+    check_cluster_name,
+    check_flake_ref,
+    check_node_name,
+    param,
+    seconds_from_env,
+)
 from nix_infra.ssh import ssh_argv
 from nix_infra.targets import one_node, select
 
@@ -318,10 +326,7 @@ def _deploy_options(
         value = os.environ.get(name)
         if value is None:
             return default
-        try:
-            return float(value)
-        except ValueError:
-            raise NixInfraError(f"{name}={value!r} is not a number of seconds") from None
+        return seconds_from_env(name, value)
 
     return DeployOptions(
         flake=opts.flake,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from collections.abc import Callable
@@ -30,6 +31,17 @@ _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]*")  # no control characters (newline,
 _ACTION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 ETCD_KEY_MAX = 4096
+
+
+def seconds_from_env(name: str, value: str) -> float:
+    """A positive, finite number of seconds from an environment variable (float() takes nan and inf)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise NixInfraError(f"{name}={value[:40]!r} is not a number of seconds (a positive number such as 0.5)")
+    return number
 
 
 def check_flake_ref(ref: str) -> str:
@@ -163,7 +175,7 @@ class Options:
 
     def ssh_settings(self) -> SshSettings:
         timeout = os.environ.get("NIX_INFRA_SSH_CONNECT_TIMEOUT", "10")
-        if not timeout.isdigit():
+        if re.fullmatch(r"[0-9]{1,6}", timeout) is None:  # not isdigit(): "²".isdigit() is True
             raise NixInfraError(f"NIX_INFRA_SSH_CONNECT_TIMEOUT={timeout!r} is not a whole number of seconds")
         return SshSettings(identity=self.ssh_key, port=self.ssh_port, connect_timeout=int(timeout))
 

@@ -584,3 +584,24 @@ def test_names_too_long_for_the_os(
     assert code == 1 and "identity /dev/zero: larger than" in err
     code, _, err = cli(capsys, "--manifest", "/dev/zero", "manifest")
     assert code == 1 and "manifest /dev/zero is larger than 64 MiB" in err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "x"])
+def test_seconds_from_the_environment(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """float() takes "nan" and "inf"; an hcloud poll interval of nan was int(nan): a traceback."""
+    monkeypatch.setenv("HCLOUD_TOKEN", "t")
+    monkeypatch.setenv("HCLOUD_ENDPOINT", "http://127.0.0.1:9/v1")  # never reached
+    monkeypatch.setenv("NIX_INFRA_HCLOUD_POLL_INTERVAL", value)
+    code, _, err = cli(capsys, *M, "plan")
+    assert code == 1 and "NIX_INFRA_HCLOUD_POLL_INTERVAL" in err and "is not a number of seconds" in err
+
+
+def test_ssh_connect_timeout_digits_only(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.execvp", lambda *a: pytest.fail(f"ssh was run: {a}"))
+    monkeypatch.setenv("NIX_INFRA_SSH_CONNECT_TIMEOUT", "\u00b2")  # "²".isdigit() is True, int("²") fails
+    code, _, err = cli(capsys, *M, "ssh", "worker001")
+    assert code == 1 and "NIX_INFRA_SSH_CONNECT_TIMEOUT" in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -101,9 +102,12 @@ def settings_from_env(env: Mapping[str, str], repo_dir: Path | None, **overrides
     ]:
         if env.get(name):
             try:
-                values[key] = float(env[name])
+                number = float(env[name])
             except ValueError:
-                raise NixInfraError(f"{name}={env[name]!r} is not a number of seconds") from None
+                number = math.nan
+            if not math.isfinite(number) or number <= 0:  # float() takes "nan" and "inf"
+                raise NixInfraError(f"{name}={env[name][:40]!r} is not a number of seconds (a positive number)")
+            values[key] = number
     values.update({k: v for k, v in overrides.items() if v is not None})
     return HcloudSettings(**values)
 
