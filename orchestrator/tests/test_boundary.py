@@ -605,3 +605,26 @@ def test_ssh_connect_timeout_digits_only(
     monkeypatch.setenv("NIX_INFRA_SSH_CONNECT_TIMEOUT", "\u00b2")  # "²".isdigit() is True, int("²") fails
     code, _, err = cli(capsys, *M, "ssh", "worker001")
     assert code == 1 and "NIX_INFRA_SSH_CONNECT_TIMEOUT" in err
+
+
+def test_destroy_all_keeps_a_group_that_holds_servers_of_others(
+    capsys: pytest.CaptureFixture[str],
+    hcloud_env: dict[str, str],
+    manifest_file: Path,
+    fake: FakeHcloud,
+    client: Client,
+) -> None:
+    assert cli(capsys, "--manifest", str(manifest_file), "--yes", "provision")[0] == 0
+    [group] = client.placement_groups.get_all(name="demo-spread-1")
+    client.servers.create(
+        name="other-0",
+        server_type=ServerType(name="cx22"),
+        image=Image(name="debian-12"),
+        placement_group=PlacementGroup(id=group.id),
+    )
+    code, _, err = cli(capsys, "--manifest", str(manifest_file), "destroy", "--all", "--confirm", "demo")
+    assert code == 0, err
+    assert "placement group demo-spread-1 kept: it holds 1 server(s) of others" in err
+    snap = fake.snapshot()
+    assert [s["name"] for s in snap["servers"]] == ["other-0"]
+    assert [(g["name"], len(g["servers"])) for g in snap["placement_groups"]] == [("demo-spread-1", 1)]
