@@ -179,12 +179,10 @@ class SecretStore:
 
 def secret_users(manifest: Manifest) -> dict[str, list[str]]:
     """Secret name → ["node/app", ...] per the manifest."""
-    apps: Mapping[str, object] = manifest.raw.get("apps", {})
     users: dict[str, list[str]] = {}
     for node in manifest.nodes.values():
         for app in node.apps:
-            spec = apps.get(app)
-            for secret in spec.get("secrets", []) if isinstance(spec, dict) else []:
+            for secret in manifest.apps[app].secrets:
                 users.setdefault(secret, []).append(f"{node.name}/{app}")
     return {k: sorted(v) for k, v in users.items()}
 
