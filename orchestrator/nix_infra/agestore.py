@@ -27,6 +27,7 @@ from nix_infra.files import write_atomically
 log = logging.getLogger(__name__)
 
 RECIPIENTS_FILE = Path("secrets") / "recipients.txt"
+MAX_IDENTITY_BYTES = 1 << 20  # an age identity file or an OpenSSH key is a few KiB
 
 # pyrage ships no type information: its key objects are Any to mypy
 RecipientKey = Any
@@ -72,7 +73,15 @@ def load_recipients(repo: Path) -> list[Recipient]:
     path = repo / RECIPIENTS_FILE
     if not path.is_file():
         raise NixInfraError(f"{path} does not exist: run `nix-infra init` or list your public keys there, one per line")
-    recipients = parse_recipients(path.read_text(), str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NixInfraError(
+            f"{path} is not UTF-8 text (byte {e.start} is invalid); it lists public keys, one per line"
+        ) from None
+    except OSError as e:
+        raise NixInfraError(f"{path}: cannot be read ({e.strerror})") from None
+    recipients = parse_recipients(text, str(path))
     if not recipients:
         raise NixInfraError(f"{path} lists no recipients: add an age or ssh-ed25519 public key, one per line")
     return recipients
@@ -134,11 +143,14 @@ def identity_path(explicit: Path | None, environ: Mapping[str, str]) -> Path:
 def load_identity(path: Path, prompt: PassphrasePrompt = ask_passphrase) -> Identity:
     """Read an age identity file (AGE-SECRET-KEY-1... lines) or an OpenSSH private key."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_IDENTITY_BYTES + 1)
     except OSError as e:
         raise NixInfraError(
             f"identity {path}: cannot be read ({e.strerror}); choose one with --identity FILE or NIX_INFRA_IDENTITY"
         ) from None
+    if len(data) > MAX_IDENTITY_BYTES:
+        raise NixInfraError(f"identity {path}: larger than {MAX_IDENTITY_BYTES} bytes; that is no key file")
     text = data.decode("utf-8", errors="replace")
     if "AGE-SECRET-KEY-" in text:
         keys: list[IdentityKey] = []

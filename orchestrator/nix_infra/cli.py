@@ -27,9 +27,17 @@ from nix_infra.deploy import (
 from nix_infra.errors import NixInfraError
 from nix_infra.manifest import Manifest
 from nix_infra.operate import desired_systems, node_status, run_everywhere
-from nix_infra.options import Options
+from nix_infra.options import (
+    Options,
+    SafePath,
+    check_cluster_name,
+    check_flake_ref,
+    check_node_name,
+    param,
+    seconds_from_env,
+)
 from nix_infra.ssh import ssh_argv
-from nix_infra.targets import select
+from nix_infra.targets import one_node, select
 
 if TYPE_CHECKING:
     from hcloud import Client
@@ -75,12 +83,13 @@ def current_plan(client: Client, desired: Desired) -> tuple[Actual, Plan]:
     default=".",
     show_default=True,
     metavar="REF",
+    callback=param(check_flake_ref),
     help="Cluster flake whose nixInfra.manifest to evaluate, e.g. '.' or 'github:acme/infra'.",
 )
 @click.option(
     "--manifest",
     "manifest_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=SafePath(path_type=Path, dir_okay=False),
     metavar="FILE",
     help="Read the manifest from a JSON file instead of evaluating a flake.",
 )
@@ -90,20 +99,20 @@ def current_plan(client: Client, desired: Desired) -> tuple[Actual, Plan]:
 @click.option(
     "--facts",
     "facts_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=SafePath(path_type=Path, file_okay=False),
     metavar="DIR",
     help="Per-node facts and pinned host keys (default: facts/ in the cluster repo).",
 )
 @click.option(
     "--ssh-key",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=SafePath(path_type=Path, dir_okay=False, exists=True),
     metavar="FILE",
     help="SSH private key for logging in to the nodes (default: ssh's own choice, e.g. the agent).",
 )
 @click.option(
     "--identity",
     "identity_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=SafePath(path_type=Path, dir_okay=False),
     metavar="FILE",
     help="age identity or SSH private key that decrypts the repo's secrets and keys "
     "(default: $NIX_INFRA_IDENTITY, else ~/.ssh/id_ed25519).",
@@ -258,12 +267,13 @@ def provision_cmd(opts: Options) -> None:
 
 
 @cli.command("destroy")
-@click.argument("nodes", nargs=-1)
+@click.argument("nodes", nargs=-1, callback=param(check_node_name))
 @click.option("--all", "all_", is_flag=True, help="Delete every resource the cluster owns.")
 @click.option(
     "--confirm",
     "confirm_name",
     metavar="CLUSTER",
+    callback=param(check_cluster_name),
     help="With --all: the cluster's name, instead of typing it at the prompt.",
 )
 @click.pass_obj
@@ -317,10 +327,7 @@ def _deploy_options(
         value = os.environ.get(name)
         if value is None:
             return default
-        try:
-            return float(value)
-        except ValueError:
-            raise NixInfraError(f"{name}={value!r} is not a number of seconds") from None
+        return seconds_from_env(name, value)
 
     return DeployOptions(
         flake=opts.flake,
@@ -617,7 +624,7 @@ def cmd_cmd(opts: Options, on: tuple[str, ...], parallel: int, command: tuple[st
       nix-infra cmd -t ctrl001,ctrl002 -- 'journalctl -u etcd -n 200 | grep -i error'
     """
     manifest = opts.load_manifest()
-    nodes = select(manifest, on)
+    nodes = select(manifest, on, "--targets")
     # like ssh: the words are joined and the node's shell interprets them (pipes, globs, ...)
     results = run_everywhere(nodes, opts.facts(), opts.ssh_settings(), ["/bin/sh", "-c", " ".join(command)], parallel)
     width = max(len(n.name) for n in nodes)
@@ -638,7 +645,7 @@ def cmd_cmd(opts: Options, on: tuple[str, ...], parallel: int, command: tuple[st
 
 
 @cli.command("ssh", context_settings={"ignore_unknown_options": True})
-@click.argument("node")
+@click.argument("node", callback=param(check_node_name))
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def ssh_cmd(opts: Options, node: str, command: tuple[str, ...]) -> None:
@@ -650,7 +657,7 @@ def ssh_cmd(opts: Options, node: str, command: tuple[str, ...]) -> None:
       nix-infra ssh ctrl001 -- journalctl -fu etcd
     """
     manifest = opts.load_manifest()
-    [target_node] = select(manifest, [node])
+    target_node = one_node(manifest, node)
     target = ssh_target(target_node, opts.facts(), opts.ssh_settings())
     argv = ssh_argv(target, list(command), tty=not command and sys.stdin.isatty())
     os.execvp(argv[0], argv)

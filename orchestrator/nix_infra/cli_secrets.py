@@ -6,6 +6,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -14,23 +15,65 @@ from nix_infra.delivery import DeliveryResult, check_node_names, deliver, node_v
 from nix_infra.deploy import ssh_target
 from nix_infra.errors import NixInfraError
 from nix_infra.manifest import Manifest
-from nix_infra.options import Options
+from nix_infra.options import (
+    Options,
+    SafePath,
+    check_action_name,
+    check_app_name,
+    check_env_pair,
+    check_node_name,
+    param,
+)
 from nix_infra.process import run, run_attached
-from nix_infra.secrets import SecretStore, check_name, missing_secrets, secret_users
+from nix_infra.secrets import (
+    CREDENTIAL_SIZE_MAX,
+    SecretStore,
+    check_delivery_sizes,
+    check_name,
+    missing_secrets,
+    secret_users,
+    strip_final_newline,
+)
 from nix_infra.ssh import ssh_argv
 
 
-def read_value(from_file: Path | None, name: str) -> bytes:
-    """The new value: --from-file, else stdin when it is not a terminal, else a hidden prompt (twice)."""
+def _read_capped(stream: BinaryIO, what: str) -> bytes:
+    """At most what the store accepts (plus the newline that may be stripped); more is an error,
+    so a runaway pipe is never read into memory whole."""
+    data = stream.read(CREDENTIAL_SIZE_MAX + 3)
+    if len(data) > CREDENTIAL_SIZE_MAX + 2:
+        raise NixInfraError(
+            f"{what}: the value is over {CREDENTIAL_SIZE_MAX} bytes, the most a systemd credential holds; "
+            "nothing was stored"
+        )
+    return data
+
+
+def read_value(from_file: Path | None, name: str, keep_newline: bool = False) -> bytes:
+    """The new value: --from-file, else stdin when it is not a terminal, else a hidden prompt (twice).
+
+    One rule for every channel: exactly one trailing newline ("\\n" or "\\r\\n") is dropped, unless
+    keep_newline (then the bytes are kept exactly as read)."""
     if from_file is not None:
         try:
-            return from_file.read_bytes()
+            with from_file.open("rb") as f:
+                value = _read_capped(f, f"--from-file {from_file}")
+        except IsADirectoryError:
+            raise NixInfraError(f"--from-file {from_file}: is a directory; expected a file") from None
         except OSError as e:
             raise NixInfraError(f"--from-file {from_file}: cannot be read ({e.strerror})") from None
-    if not sys.stdin.isatty():
-        return sys.stdin.buffer.read()
-    value: str = click.prompt(f"Value of {name}", hide_input=True, confirmation_prompt=True, err=True)
-    return value.encode()
+    elif not sys.stdin.isatty():
+        value = _read_capped(sys.stdin.buffer, "stdin")
+    else:
+        typed: str = click.prompt(f"Value of {name}", hide_input=True, confirmation_prompt=True, err=True)
+        value = typed.encode()
+    return value if keep_newline else strip_final_newline(value)
+
+
+KEEP_NEWLINE_HELP = (
+    "Keep the value's bytes exactly. By default one trailing newline (\\n or \\r\\n) is dropped, "
+    "whether the value comes from stdin, --from-file or the prompt."
+)
 
 
 def needed_secrets(opts: Options, manifest: Manifest, nodes: list[str]) -> dict[str, bytes]:
@@ -43,7 +86,9 @@ def needed_secrets(opts: Options, manifest: Manifest, nodes: list[str]) -> dict[
     if missing:
         raise NixInfraError(missing_message(missing))
     wanted = sorted({s for n in nodes for s in manifest.nodes[n].credentials})
-    return {s: store.get(s, opts.identity()) for s in wanted}
+    values = {s: store.get(s, opts.identity()) for s in wanted}
+    check_delivery_sizes(manifest, nodes, values)
+    return values
 
 
 def deliver_node(
@@ -89,11 +134,16 @@ def secret_group() -> None:
 
 
 @secret_group.command("set")
-@click.argument("name")
-@click.option("--from-file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE", help="Read the value.")
+@click.argument("name", callback=param(check_name))
+@click.option("--from-file", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE", help="Read the value.")
+@click.option("--keep-newline", is_flag=True, help=KEEP_NEWLINE_HELP)
 @click.pass_obj
-def secret_set_cmd(opts: Options, name: str, from_file: Path | None) -> None:
+def secret_set_cmd(opts: Options, name: str, from_file: Path | None, keep_newline: bool) -> None:
     """Store NAME's value (stdin, --from-file, or a hidden prompt), encrypted to every recipient.
+
+    One trailing newline is dropped from the value, however it came in (so
+    `openssl rand -hex 32 | ...` stores the 64 characters); --keep-newline keeps
+    the bytes exactly. A value is 1 byte to 1 MiB (systemd's credential limit).
 
     \b
     Examples:
@@ -102,7 +152,7 @@ def secret_set_cmd(opts: Options, name: str, from_file: Path | None) -> None:
       nix-infra secret set tls.key --from-file ./tls.key
     """
     check_name(name)
-    SecretStore(opts.repo_dir()).set(name, read_value(from_file, name))
+    SecretStore(opts.repo_dir()).set(name, read_value(from_file, name, keep_newline))
     click.echo(f"stored secrets/{name}.age")
 
 
@@ -147,7 +197,7 @@ def secret_list_cmd(opts: Options) -> None:
 
 
 @secret_group.command("rm")
-@click.argument("name")
+@click.argument("name", callback=param(check_name))
 @click.option("--force", is_flag=True, help="Remove it even though the manifest still uses it.")
 @click.pass_obj
 def secret_rm_cmd(opts: Options, name: str, force: bool) -> None:
@@ -166,12 +216,15 @@ def secret_rm_cmd(opts: Options, name: str, force: bool) -> None:
 
 
 @secret_group.command("rotate")
-@click.argument("name")
-@click.option("--from-file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE", help="Read the value.")
+@click.argument("name", callback=param(check_name))
+@click.option("--from-file", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE", help="Read the value.")
+@click.option("--keep-newline", is_flag=True, help=KEEP_NEWLINE_HELP)
 @click.option("--deploy", "deploy_now", is_flag=True, help="Deliver it now and restart the units that load it.")
 @click.pass_obj
-def secret_rotate_cmd(opts: Options, name: str, from_file: Path | None, deploy_now: bool) -> None:
+def secret_rotate_cmd(opts: Options, name: str, from_file: Path | None, keep_newline: bool, deploy_now: bool) -> None:
     """Replace NAME's value; the next deploy delivers it (or now, with --deploy) and restarts its units.
+
+    The value is read as for `secret set` (one trailing newline dropped unless --keep-newline).
 
     \b
     Examples:
@@ -182,7 +235,7 @@ def secret_rotate_cmd(opts: Options, name: str, from_file: Path | None, deploy_n
     if not store.exists(name):
         raise NixInfraError(f"secret {name} does not exist; use `nix-infra secret set {name}`")
     manifest = opts.load_manifest()
-    store.set(name, read_value(from_file, name))
+    store.set(name, read_value(from_file, name, keep_newline))
     nodes = sorted(n.name for n in manifest.nodes.values() if name in n.credentials)
     units = sorted({f"{n}: {u}" for n in nodes for u in manifest.nodes[n].credential_units.get(name, ())})
     if not deploy_now:
@@ -225,16 +278,24 @@ def secret_rekey_cmd(opts: Options) -> None:
 
 
 @click.command("action", context_settings={"ignore_unknown_options": True})
-@click.argument("node")
-@click.argument("app")
-@click.argument("action")
+@click.argument("node", callback=param(check_node_name))
+@click.argument("app", callback=param(check_app_name))
+@click.argument("action", callback=param(check_action_name))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--env", "env", multiple=True, metavar="K=V", help="Environment for the action. Repeatable.")
+@click.option(
+    "--env", "env", multiple=True, metavar="K=V", callback=param(check_env_pair), help="Environment for the action."
+)
 @click.option(
     "--store-as-secret",
     "secret_name",
     metavar="NAME",
+    callback=param(check_name),
     help="Put the action's stdout into the secret store as NAME; it is never printed.",
+)
+@click.option(
+    "--keep-newline",
+    is_flag=True,
+    help="With --store-as-secret: store the output's bytes exactly (by default one trailing newline is dropped).",
 )
 @click.pass_obj
 def action_cmd(
@@ -245,6 +306,7 @@ def action_cmd(
     args: tuple[str, ...],
     env: tuple[str, ...],
     secret_name: str | None,
+    keep_newline: bool,
 ) -> None:
     """Run an app's action script on a node: /etc/nix-infra/actions/APP/ACTION [ARGS].
 
@@ -263,19 +325,10 @@ def action_cmd(
     if app not in manifest.nodes[node].apps:
         hosted = ", ".join(manifest.nodes[node].apps) or "none"
         raise NixInfraError(f"app {app!r} does not run on {node}; apps there: {hosted}")
-    for name in (app, action):
-        if not name or "/" in name or name.startswith("."):
-            raise NixInfraError(f"{name!r} is not an app or action name")
     if secret_name is not None:
         check_name(secret_name)
         SecretStore(opts.repo_dir()).recipients()  # fail before running anything if they are missing
-    pairs = []
-    for item in env:
-        key, sep, value = item.partition("=")
-        if not sep or not key.replace("_", "a").isalnum():
-            raise NixInfraError(f"--env {item!r}: expected KEY=VALUE with KEY of letters, digits and '_'")
-        pairs.append(f"{key}={value}")
-    command = ["env", *pairs, f"/etc/nix-infra/actions/{app}/{action}", *args]
+    command = ["env", *env, f"/etc/nix-infra/actions/{app}/{action}", *args]
     target = ssh_target(manifest.nodes[node], opts.facts(), opts.ssh_settings())
     argv = ssh_argv(target, command)
     if secret_name is None:
@@ -292,5 +345,6 @@ def action_cmd(
             + ("\n" + "\n".join(tail) if tail else ""),
             exit_code=result.returncode,
         )
-    SecretStore(opts.repo_dir()).set(secret_name, result.stdout_bytes)
+    output = result.stdout_bytes if keep_newline else strip_final_newline(result.stdout_bytes)
+    SecretStore(opts.repo_dir()).set(secret_name, output)
     click.echo(f"stored the output of {app}/{action} as secrets/{secret_name}.age ({shlex.quote(node)})", err=True)

@@ -14,7 +14,7 @@ import click
 from nix_infra.controlplane import DirectEndpoint, connect, init_repo, issue_certificates
 from nix_infra.deploy import ssh_target
 from nix_infra.errors import NixInfraError
-from nix_infra.options import Options
+from nix_infra.options import Options, SafePath, check_cluster_name, check_endpoint, check_etcd_key, param
 from nix_infra.pki import Pki, wanted_certificates
 
 if TYPE_CHECKING:  # grpc (via the etcd client) loads only for the etcd commands
@@ -23,9 +23,12 @@ if TYPE_CHECKING:  # grpc (via the etcd client) loads only for the etcd commands
 
 
 @click.command("init")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=".", required=False)
+@click.argument("directory", type=SafePath(path_type=Path, file_okay=False), default=".", required=False)
 @click.option(
-    "--cluster", metavar="NAME", help="Cluster name for the CA (default: the manifest's, else the directory's)."
+    "--cluster",
+    metavar="NAME",
+    callback=param(check_cluster_name),
+    help="Cluster name for the CA (default: the manifest's, else the directory's).",
 )
 @click.option(
     "--recipient",
@@ -120,10 +123,15 @@ def pki_issue_cmd(opts: Options) -> None:
 
 
 @click.group("etcd")
-@click.option("--etcd-endpoint", metavar="URL", help="Talk to etcd directly at https://HOST:PORT (no SSH tunnel).")
-@click.option("--etcd-ca", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE", help="CA certificate.")
-@click.option("--etcd-cert", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE", help="Client cert.")
-@click.option("--etcd-key", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE", help="Client key.")
+@click.option(
+    "--etcd-endpoint",
+    metavar="URL",
+    callback=param(check_endpoint),
+    help="Talk to etcd directly at https://HOST:PORT (no SSH tunnel).",
+)
+@click.option("--etcd-ca", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE", help="CA certificate.")
+@click.option("--etcd-cert", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE", help="Client cert.")
+@click.option("--etcd-key", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE", help="Client key.")
 @click.pass_context
 def etcd_group(
     ctx: click.Context,
@@ -251,7 +259,7 @@ def etcd_seed_cmd(opts: Options, dry_run: bool) -> None:
 
 
 @etcd_group.command("get")
-@click.argument("prefix")
+@click.argument("prefix", callback=param(check_etcd_key))
 @click.pass_obj
 def etcd_get_cmd(opts: Options, prefix: str) -> None:
     """Print every key under PREFIX and its value, as pretty-printed JSON.
@@ -269,7 +277,7 @@ def etcd_get_cmd(opts: Options, prefix: str) -> None:
 
 
 @etcd_group.command("put")
-@click.argument("key")
+@click.argument("key", callback=param(check_etcd_key))
 @click.argument("value")
 @click.option("--force", is_flag=True, help="Also change an instance key (it keeps its lease).")
 @click.pass_obj
@@ -300,7 +308,7 @@ def etcd_put_cmd(opts: Options, key: str, value: str, force: bool) -> None:
 
 
 @etcd_group.command("del")
-@click.argument("key")
+@click.argument("key", callback=param(check_etcd_key))
 @click.option("--prefix", is_flag=True, help="Delete every key that starts with KEY.")
 @click.option("--force", is_flag=True, help="Also delete instance keys.")
 @click.pass_obj
@@ -323,7 +331,7 @@ def etcd_del_cmd(opts: Options, key: str, prefix: bool, force: bool) -> None:
 
 
 @etcd_group.command("watch")
-@click.argument("prefix")
+@click.argument("prefix", callback=param(check_etcd_key))
 @click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many events.")
 @click.pass_obj
 def etcd_watch_cmd(opts: Options, prefix: str, count: int | None) -> None:

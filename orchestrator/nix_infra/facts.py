@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nix_infra.errors import NixInfraError
 from nix_infra.files import write_atomically
+from nix_infra.manifest import DNS_LABEL_RULE, IPV4, is_dns_label, parse_json
 
 MARK = "nix-infra:"
 
@@ -64,20 +67,60 @@ class NodeFacts:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> NodeFacts:
+    def from_json(cls, data: object, node: str | None = None) -> NodeFacts:
+        """Facts as read from facts/<node>.json: every field is checked, since each ends up in
+        known_hosts lines and ssh arguments. A ValueError names the field and what is allowed."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object with {', '.join(FACT_FIELDS)}")
+        unknown = sorted(str(k) for k in data if k not in FACT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}; allowed fields are: {', '.join(FACT_FIELDS)}")
+        for required in ("node", "hostKey"):
+            if required not in data:
+                raise ValueError(f"field {required} is missing")
+        name = data["node"]
+        if not isinstance(name, str) or not is_dns_label(name):
+            raise ValueError(f"node: {name!r} is not a node name ({DNS_LABEL_RULE})")
+        if node is not None and name != node:
+            raise ValueError(f"node: {name!r} is not the node this file is for ({node!r})")
+        host_key = data["hostKey"]
+        if not isinstance(host_key, str) or HOST_KEY.fullmatch(host_key) is None:
+            raise ValueError("hostKey: not an OpenSSH public key line ('ssh-ed25519 AAAA...')")
+        ipv4 = data.get("publicIpv4")
+        if ipv4 is not None and (not isinstance(ipv4, str) or IPV4.fullmatch(ipv4) is None):
+            raise ValueError(f"publicIpv4: {ipv4!r} is not an IPv4 address or null")
         ipv6 = data.get("publicIpv6")
+        if ipv6 is not None and (not isinstance(ipv6, str) or not _is_ipv6(ipv6)):
+            raise ValueError(f"publicIpv6: {ipv6!r} is not an IPv6 address or network, or null")
         port = data.get("sshPort", 22)
-        if not isinstance(port, int):
-            raise ValueError("sshPort must be a number")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"sshPort: {port!r} is not a port (1-65535)")
+        installed = data.get("installed", True)
+        if not isinstance(installed, bool):
+            raise ValueError(f"installed: {installed!r} is not true or false")
         return cls(
-            node=str(data["node"]),
-            host_key=str(data["hostKey"]),
-            public_ipv4=None if data.get("publicIpv4") is None else str(data["publicIpv4"]),
-            public_ipv6=None if ipv6 is None else str(ipv6),
+            node=name,
+            host_key=host_key,
+            public_ipv4=ipv4,
+            public_ipv6=ipv6,
             ssh_port=port,
             # absent means installed: a missing field must never get a server wiped
-            installed=data.get("installed", True) is not False,
+            installed=installed,
         )
+
+
+FACT_FIELDS = ("node", "hostKey", "publicIpv4", "publicIpv6", "sshPort", "installed")
+HOST_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [!-~]+)*")
+
+
+def _is_ipv6(value: str) -> bool:
+    if re.fullmatch(r"[0-9A-Fa-f:]+(/[0-9]{1,3})?", value) is None:
+        return False
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 _LOCK = threading.Lock()
@@ -100,13 +143,21 @@ class FactsStore:
         self.known_hosts = directory / "known_hosts"
 
     def read(self, node: str) -> NodeFacts | None:
+        if not is_dns_label(node):  # the name becomes a path: never one outside facts/
+            raise NixInfraError(f"facts: {node!r} is not a node name ({DNS_LABEL_RULE})")
         path = self.directory / f"{node}.json"
-        if not path.exists():
-            return None
         try:
-            return NodeFacts.from_json(json.loads(path.read_text()))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise NixInfraError(f"{path} is not a valid facts file: {exc}") from exc
+            raw = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except IsADirectoryError:
+            raise NixInfraError(f"{path} is a directory; expected a facts file (JSON)") from None
+        except OSError as exc:
+            raise NixInfraError(f"{path}: cannot be read ({exc.strerror})") from None
+        try:
+            return NodeFacts.from_json(parse_json(raw, str(path)), node)
+        except ValueError as exc:
+            raise NixInfraError(f"{path} is not a valid facts file: {exc}") from None
 
     def write(self, facts: NodeFacts) -> None:
         with _locked(self.directory):

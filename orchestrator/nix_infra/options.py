@@ -3,21 +3,150 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import click
 
 from nix_infra.agestore import Identity, identity_path, load_identity
 from nix_infra.deploy import SshSettings
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
-from nix_infra.manifest import Manifest, load_manifest_file, load_manifest_flake
+from nix_infra.manifest import DNS_LABEL_RULE, Manifest, is_dns_label, load_manifest_file, load_manifest_flake
 
 if TYPE_CHECKING:
     from hcloud import Client
 
     from nix_infra.hetzner.model import Desired
+
+
+# ---- what command-line values may be: checked where they enter (click), before any use ----------
+
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]*")  # no control characters (newline, NUL, escape)
+_ACTION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+ETCD_KEY_MAX = 4096
+
+
+def seconds_from_env(name: str, value: str) -> float:
+    """A positive, finite number of seconds from an environment variable (float() takes nan and inf)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise NixInfraError(f"{name}={value[:40]!r} is not a number of seconds (a positive number such as 0.5)")
+    return number
+
+
+def check_flake_ref(ref: str) -> str:
+    """A flake reference for `nix eval/build REF#attr`: one argument that nix must not take for an
+    option, nor a line of control characters."""
+    if not ref or ref.startswith("-") or not _PRINTABLE.fullmatch(ref) or "#" in ref:
+        raise NixInfraError(
+            f"{ref!r} is not a flake reference (such as '.', 'path:/srv/infra' or 'github:acme/infra'); "
+            "it may not be empty, start with '-', contain '#' or control characters"
+        )
+    return ref
+
+
+def check_node_name(name: str) -> str:
+    if not is_dns_label(name):
+        raise NixInfraError(f"{name!r} is not a node name; a node name is {DNS_LABEL_RULE}")
+    return name
+
+
+def check_cluster_name(name: str) -> str:
+    if not is_dns_label(name):
+        raise NixInfraError(f"{name!r} is not a cluster name; a cluster name is {DNS_LABEL_RULE}")
+    return name
+
+
+def check_app_name(name: str) -> str:
+    if not is_dns_label(name):
+        raise NixInfraError(f"{name!r} is not an app name; an app name is {DNS_LABEL_RULE}")
+    return name
+
+
+def check_action_name(name: str) -> str:
+    """A file name under /etc/nix-infra/actions/APP/ (and never an `env` assignment: no '=')."""
+    if _ACTION.fullmatch(name) is None:
+        raise NixInfraError(
+            f"{name!r} is not an action name; an action name is 1-128 letters, digits, '.', '_', '-', "
+            "not starting with '.' or '-'"
+        )
+    return name
+
+
+def check_env_pair(item: str) -> str:
+    key, sep, value = item.partition("=")
+    if not sep or _ENV_KEY.fullmatch(key) is None or "\x00" in value:
+        raise NixInfraError(
+            f"{item!r} is not KEY=VALUE with KEY of letters, digits and '_' (not starting with a digit) "
+            "and a VALUE without NUL"
+        )
+    return item
+
+
+def check_etcd_key(key: str) -> str:
+    """An etcd key or prefix the CLI reads or writes: absolute ('/...'), printable, bounded."""
+    if not key.startswith("/") or not _PRINTABLE.fullmatch(key) or len(key) > ETCD_KEY_MAX:
+        raise NixInfraError(
+            f"{key[:60]!r} is not an etcd key; a key starts with '/', has no control characters "
+            f"and at most {ETCD_KEY_MAX} characters (e.g. /cluster/nodes/)"
+        )
+    return key
+
+
+def check_endpoint(url: str) -> str:
+    """An etcd endpoint, by the etcd client's own rule (https://HOST:PORT, TLS only)."""
+    from nix_infra.etcd import parse_endpoint
+
+    if not _PRINTABLE.fullmatch(url):
+        raise NixInfraError(f"{url[:60]!r} is not https://HOST:PORT: it contains control characters")
+    parse_endpoint(url)
+    return url
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for the OS is no directory either
+        return False
+
+
+class SafePath(click.Path):
+    """click.Path that refuses a name the OS cannot take (a NUL byte) as a usage error, not a traceback."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            self.fail(f"{value!r} contains a NUL byte; a file name cannot", param, ctx)
+        try:
+            return super().convert(value, param, ctx)
+        except ValueError as exc:  # e.g. os.stat on a name the OS refuses
+            self.fail(f"{value!r}: {exc}", param, ctx)
+
+
+def param(check: Callable[[str], str]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that runs `check` on the value (each value of a multiple/nargs one); its
+    message becomes click's usage error, which names the option or argument."""
+
+    def callback(ctx: click.Context, p: click.Parameter, value: Any) -> Any:
+        try:
+            if value is None:
+                return None
+            if isinstance(value, tuple):
+                return tuple(check(v) for v in value)
+            return check(value)
+        except NixInfraError as exc:
+            raise click.BadParameter(exc.message, ctx=ctx, param=p) from None
+
+    return callback
 
 
 @functools.cache
@@ -46,7 +175,7 @@ class Options:
 
     def ssh_settings(self) -> SshSettings:
         timeout = os.environ.get("NIX_INFRA_SSH_CONNECT_TIMEOUT", "10")
-        if not timeout.isdigit():
+        if re.fullmatch(r"[0-9]{1,6}", timeout) is None:  # not isdigit(): "²".isdigit() is True
             raise NixInfraError(f"NIX_INFRA_SSH_CONNECT_TIMEOUT={timeout!r} is not a whole number of seconds")
         return SshSettings(identity=self.ssh_key, port=self.ssh_port, connect_timeout=int(timeout))
 
@@ -66,7 +195,7 @@ class Options:
         """The cluster repo, where .env lives: a local flake's directory, else the working directory."""
         if self.manifest_file is None:
             local = self.flake.removeprefix("path:").removeprefix("git+file://").split("?")[0]
-            if ":" not in local and Path(local).is_dir():
+            if ":" not in local and _is_dir(Path(local)):
                 return Path(local)
         return Path.cwd()
 

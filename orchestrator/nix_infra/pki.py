@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from nix_infra.files import write_atomically
 from nix_infra.manifest import Manifest
 
 PKI_DIR = Path("pki")
+_CERT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 ADMIN_CN = "nix-infra-admin"
 CA_VALIDITY = dt.timedelta(days=3650)
 LEAF_VALIDITY = dt.timedelta(days=365)
@@ -115,21 +117,41 @@ class Pki:
     def __init__(self, repo: Path) -> None:
         self.root = repo / PKI_DIR
 
+    def _path(self, name: str, suffix: str) -> Path:
+        # the names come from the manifest (checked at load); here too, nothing leaves pki/
+        if _CERT_NAME.fullmatch(name) is None:
+            raise NixInfraError(f"pki: {name!r} is not a certificate name (DNS labels separated by '/')")
+        return self.root / f"{name}{suffix}"
+
     def cert_path(self, name: str) -> Path:
-        return self.root / f"{name}.crt"
+        return self._path(name, ".crt")
 
     def key_path(self, name: str) -> Path:
-        return self.root / f"{name}.key.age"
+        return self._path(name, ".key.age")
+
+    def _load(self, path: Path) -> x509.Certificate:
+        try:
+            data = path.read_bytes()
+        except IsADirectoryError:
+            raise NixInfraError(f"{path} is a directory; expected a PEM certificate") from None
+        except OSError as e:
+            raise NixInfraError(f"{path}: cannot be read ({e.strerror})") from None
+        try:
+            return x509.load_pem_x509_certificate(data)
+        except ValueError:
+            raise NixInfraError(
+                f"{path} is not a PEM certificate; restore it from git (or, for a node's, delete it and "
+                "run `nix-infra pki issue`)"
+            ) from None
 
     @property
     def ca_path(self) -> Path:
         return self.cert_path("ca")
 
     def ca_certificate(self) -> x509.Certificate:
-        try:
-            return x509.load_pem_x509_certificate(self.ca_path.read_bytes())
-        except FileNotFoundError:
-            raise NixInfraError(f"{self.ca_path} does not exist: run `nix-infra init` first") from None
+        if not self.ca_path.exists():
+            raise NixInfraError(f"{self.ca_path} does not exist: run `nix-infra init` first")
+        return self._load(self.ca_path)
 
     def ca_pem(self) -> bytes:
         return self.ca_certificate().public_bytes(serialization.Encoding.PEM)
@@ -167,7 +189,7 @@ class Pki:
         path = self.cert_path(spec.name)
         if not path.exists() or not self.key_path(spec.name).exists():
             return CertState(spec, "missing")
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        cert = self._load(path)
         if cert.not_valid_after_utc - now < RENEW_BEFORE:
             return CertState(spec, f"expires {cert.not_valid_after_utc:%Y-%m-%d}")
         if cert.issuer != self.ca_certificate().subject:

@@ -6,25 +6,89 @@ docs/secrets.md has the threat model.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from nix_infra.agestore import Identity, Recipient, load_recipients, write_encrypted
 from nix_infra.errors import NixInfraError
-from nix_infra.manifest import Manifest
+from nix_infra.manifest import Manifest, is_secret_name
 from nix_infra.pki import PKI_DIR
 
 SECRETS_DIR = Path("secrets")
 NAME_RULE = "1-64 characters: letters, digits, '.', '_', '-', not starting with '.' or '-'"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+
+# systemd's limits (src/shared/creds-util.h): CREDENTIAL_SIZE_MAX, the most one credential may hold
+# decrypted, and CREDENTIALS_TOTAL_SIZE_MAX, the most all credentials of one unit may hold together
+# (both 1 MiB). The encrypted file may be larger (CREDENTIAL_ENCRYPTED_SIZE_MAX adds room for the
+# header), so the plaintext bound is the one to check.
+CREDENTIAL_SIZE_MAX = 1024 * 1024
+CREDENTIALS_TOTAL_SIZE_MAX = 1024 * 1024
+
+
+def is_name(name: str) -> bool:
+    return is_secret_name(name)  # a fullmatch: `^...$` would let "x\n" through
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not is_name(name):
         raise NixInfraError(f"secret name {name!r} is not allowed; a name is {NAME_RULE}")
     return name
+
+
+def strip_final_newline(value: bytes) -> bytes:
+    """The one input rule for secret values: exactly one trailing "\n" or "\r\n" is dropped
+    (what `echo`, `openssl rand -hex` and editors add); everything else is kept as it is."""
+    if value.endswith(b"\r\n"):
+        return value[:-2]
+    if value.endswith(b"\n"):
+        return value[:-1]
+    return value
+
+
+def check_value(name: str, value: bytes) -> bytes:
+    """A value the store accepts: not empty, and within what systemd delivers as one credential."""
+    if not value:
+        raise NixInfraError(f"secret {name}: the value is empty")
+    if len(value) > CREDENTIAL_SIZE_MAX:
+        raise NixInfraError(
+            f"secret {name}: the value is {len(value)} bytes; a systemd credential holds at most "
+            f"{CREDENTIAL_SIZE_MAX} bytes (1 MiB); nothing was stored"
+        )
+    return value
+
+
+def delivery_size_errors(manifest: Manifest, nodes: Iterable[str], values: Mapping[str, bytes]) -> list[str]:
+    """What systemd would refuse at delivery, checked before anything is touched: a value over
+    CREDENTIAL_SIZE_MAX, or the credentials one unit loads over CREDENTIALS_TOTAL_SIZE_MAX together."""
+    errors = [
+        f"secret {name}: {len(value)} bytes, over systemd's credential limit of {CREDENTIAL_SIZE_MAX} bytes"
+        for name, value in sorted(values.items())
+        if len(value) > CREDENTIAL_SIZE_MAX
+    ]
+    for node_name in nodes:
+        node = manifest.nodes[node_name]
+        per_unit: dict[str, list[str]] = {}
+        for secret, units in node.credential_units.items():
+            for unit in units:
+                per_unit.setdefault(unit, []).append(secret)
+        for unit, secrets in sorted(per_unit.items()):
+            total = sum(len(values.get(s, b"")) for s in secrets)
+            if total > CREDENTIALS_TOTAL_SIZE_MAX:
+                errors.append(
+                    f"{node_name}: {unit} loads {', '.join(sorted(secrets))}: {total} bytes together, over "
+                    f"systemd's limit of {CREDENTIALS_TOTAL_SIZE_MAX} bytes for one unit's credentials"
+                )
+    return errors
+
+
+def check_delivery_sizes(manifest: Manifest, nodes: Iterable[str], values: Mapping[str, bytes]) -> None:
+    """deploy's pre-flight: raise naming every value systemd would refuse (nothing is touched yet)."""
+    errors = delivery_size_errors(manifest, nodes, values)
+    if errors:
+        raise NixInfraError(
+            "secrets too large for systemd credentials (nothing was touched):\n  " + "\n  ".join(errors)
+        )
 
 
 def recipient_count(ciphertext: bytes) -> int:
@@ -55,7 +119,7 @@ class SecretStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name.removesuffix(".age") for p in self.root.glob("*.age") if _NAME.match(p.stem))
+        return sorted(p.name.removesuffix(".age") for p in self.root.glob("*.age") if is_name(p.stem))
 
     def exists(self, name: str) -> bool:
         return self.path(name).is_file()
@@ -64,8 +128,7 @@ class SecretStore:
         return load_recipients(self.repo)
 
     def set(self, name: str, value: bytes) -> None:
-        if not value:
-            raise NixInfraError(f"secret {name}: the value is empty")
+        check_value(name, value)
         write_encrypted(self.path(name), value, self.recipients())
 
     def get(self, name: str, identity: Identity) -> bytes:
@@ -116,12 +179,10 @@ class SecretStore:
 
 def secret_users(manifest: Manifest) -> dict[str, list[str]]:
     """Secret name → ["node/app", ...] per the manifest."""
-    apps: Mapping[str, object] = manifest.raw.get("apps", {})
     users: dict[str, list[str]] = {}
     for node in manifest.nodes.values():
         for app in node.apps:
-            spec = apps.get(app)
-            for secret in spec.get("secrets", []) if isinstance(spec, dict) else []:
+            for secret in manifest.apps[app].secrets:
                 users.setdefault(secret, []).append(f"{node.name}/{app}")
     return {k: sorted(v) for k, v in users.items()}
 

@@ -256,7 +256,7 @@ def test_cli_watch_prints_events(
 def test_cli_direct_endpoint_needs_all_tls_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "etcd", "--etcd-endpoint", "https://127.0.0.1:1", "get", "/")
     assert code == 1 and "--etcd-ca, --etcd-cert, --etcd-key" in err and "Traceback" not in err
-    code, _, err = run_cli(capsys, "etcd", "--etcd-endpoint", "http://127.0.0.1:1", "--etcd-ca", "x",
+    code, _, err = run_cli(capsys, "etcd", "--etcd-endpoint", "https://127.0.0.1:1", "--etcd-ca", "x",
                            "--etcd-cert", "x", "--etcd-key", "x", "get", "/")  # fmt: skip
     assert code == 1 and "--etcd-ca x: cannot be read" in err
 

@@ -94,6 +94,7 @@ def test_firewalls_follow_the_manifest(desired: Desired) -> None:
 def test_ingress_gets_web_ports_from_anywhere(example_manifest: dict[str, Any]) -> None:
     data = dict(example_manifest)
     data["nodes"] = {**data["nodes"], "edge001": {**data["nodes"]["ctrl001"], "name": "edge001", "type": "ingress"}}
+    data["waves"] = [*data["waves"], ["edge001"]]
     data["nodes"]["edge001"]["firewall"] = {
         "public": {"tcp": [22, 80, 443], "udp": []},
         "private": {"tcp": [], "udp": []},

@@ -313,6 +313,9 @@ def test_orphans_only_go_through_destroy(
     provisioned(capsys, manifest_file)
     smaller = json.loads(json.dumps(example_manifest))
     del smaller["nodes"]["worker001"]
+    # and everything that refers to it (the loader checks every reference)
+    smaller["apps"], smaller["secrets"], smaller["waves"] = {}, [], [["ctrl001"]]
+    smaller["etcdSeed"] = {k: v for k, v in smaller["etcdSeed"].items() if k == "/cluster/nodes/ctrl001"}
     path = tmp_path / "smaller.json"
     path.write_text(json.dumps(smaller))
     code, out, _ = cli(capsys, "--manifest", str(path), "plan")

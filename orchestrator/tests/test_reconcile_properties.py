@@ -65,6 +65,9 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
     m["nodes"] = nodes
     others = [n for n in nodes if nodes[n]["type"] != "ctrl"]
     m["waves"] = [[n] for n in nodes if nodes[n]["type"] == "ctrl"] + ([others] if others else [])
+    # the rest of the manifest refers to these nodes only (the loader checks every reference)
+    m["etcd"] = {**m["etcd"], "members": ["ctrl000"], "endpoints": [f"https://{nodes['ctrl000']['privateIp']}:2379"]}
+    m["apps"], m["etcdSeed"], m["secrets"] = {}, {}, []
     return m
 
 

@@ -115,7 +115,7 @@ def test_secret_list_set_rm(cli_repo: Path, capsys: pytest.CaptureFixture[str], 
         {"name": "api-token", "stored": True, "recipients": 2, "decrypts": True, "used_by": ["worker001/api"]}
     ]
     code, _, err = run_cli(capsys, *m, "secret", "set", "../etc", "--from-file", str(value_file))
-    assert code == 1 and "is not allowed" in err
+    assert code == 2 and "is not allowed" in err
     code, _, err = run_cli(capsys, *m, "secret", "rm", "api-token")
     assert code == 1 and "still used by worker001/api" in err
     assert (cli_repo / "secrets/api-token.age").exists()

@@ -8,9 +8,10 @@ from collections.abc import Callable, Mapping
 
 Requirement = Callable[[Mapping[str, str]], bool]
 
-_SET = re.compile(r"^\s*([^\s!=()]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
-_EQ = re.compile(r"^\s*([^\s!=()]+)\s*(==|=|!=)\s*([^\s!=(),]*)\s*$")
-_EXISTS = re.compile(r"^\s*(!?)\s*([^\s!=(),]+)\s*$")
+# used with fullmatch only
+_SET = re.compile(r"\s*([^\s!=()]+)\s+(in|notin)\s+\(([^)]*)\)\s*")
+_EQ = re.compile(r"\s*([^\s!=()]+)\s*(==|=|!=)\s*([^\s!=(),]*)\s*")
+_EXISTS = re.compile(r"\s*(!?)\s*([^\s!=(),]+)\s*")
 
 
 class SelectorError(ValueError):
@@ -35,17 +36,17 @@ def _split(selector: str) -> list[str]:
 
 
 def _requirement(text: str) -> Requirement:
-    if m := _SET.match(text):
+    if m := _SET.fullmatch(text):
         key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
         if op == "in":
             return lambda labels: labels.get(key) in values
         return lambda labels: key not in labels or labels[key] not in values
-    if m := _EQ.match(text):
+    if m := _EQ.fullmatch(text):
         key, op, value = m.groups()
         if op == "!=":
             return lambda labels: labels.get(key) != value
         return lambda labels: labels.get(key) == value
-    if m := _EXISTS.match(text):
+    if m := _EXISTS.fullmatch(text):
         neg, key = m.groups()
         return (lambda labels: key not in labels) if neg else (lambda labels: key in labels)
     raise SelectorError(f"invalid label selector requirement: {text!r}")

@@ -178,7 +178,7 @@ class FakeHcloud:
 
     def _dispatch(self, method: str, path: str, query: dict[str, str], body: Json) -> tuple[int, Json | None]:
         s = self.state
-        m = re.fullmatch(r"/v1/(\w+)(?:/(\d+))?(?:/actions/(\w+))?", path)
+        m = re.fullmatch(r"/v1/([a-z_]+)(?:/([0-9]+))?(?:/actions/([a-z_]+))?", path)
         if not m:
             raise ApiError("not_found", f"no route {method} {path}")
         kind, rid, sub = m.group(1), m.group(2), m.group(3)

@@ -67,11 +67,12 @@ SERVER_TYPES = {  # name: (cores, memory GB, disk GB, architecture)
 }
 IMAGES = ["debian-12", "debian-13", "ubuntu-22.04", "ubuntu-24.04"]
 SPREAD_LIMIT = 10
+# used with fullmatch only: `^...$` with match would take "name\n"
 LABEL_KEY = re.compile(
-    r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+    r"(([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 )
-LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-HOSTNAME = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+HOSTNAME = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*")
 
 
 class ApiError(Exception):
@@ -136,7 +137,7 @@ def check_labels(labels: Any) -> dict[str, str]:
     if not isinstance(labels, dict):
         raise ApiError("invalid_input", "labels must be an object", {"fields": [{"name": "labels"}]})
     for key, value in labels.items():
-        if not LABEL_KEY.match(key) or not isinstance(value, str) or not LABEL_VALUE.match(value):
+        if not LABEL_KEY.fullmatch(key) or not isinstance(value, str) or not LABEL_VALUE.fullmatch(value):
             raise ApiError(
                 "invalid_input",
                 f"invalid label {key}={value!r}",
@@ -426,7 +427,9 @@ class FakeState:
             if direction not in ("in", "out") or protocol not in ("tcp", "udp", "icmp", "esp", "gre"):
                 raise ApiError("invalid_input", "invalid rule direction or protocol")
             port = rule.get("port")
-            if protocol in ("tcp", "udp") and not (isinstance(port, str) and re.fullmatch(r"\d+(-\d+)?|any", port)):
+            if protocol in ("tcp", "udp") and not (
+                isinstance(port, str) and re.fullmatch(r"[0-9]+(-[0-9]+)?|any", port, re.ASCII)
+            ):
                 raise ApiError("invalid_input", "tcp and udp rules need a port")
             ips_field = "source_ips" if direction == "in" else "destination_ips"
             ips = rule.get(ips_field) or []
@@ -512,7 +515,7 @@ class FakeState:
     # ---- servers -----------------------------------------------------------------------------
     def create_server(self, body: Json) -> Json:
         name = self.unique_name("servers", body.get("name"))
-        if not HOSTNAME.match(name):
+        if not HOSTNAME.fullmatch(name):
             raise ApiError("invalid_input", "server name must be a valid hostname")
         if body.get("server_type") not in SERVER_TYPES:
             raise ApiError("invalid_input", f"server type {body.get('server_type')!r} not found")

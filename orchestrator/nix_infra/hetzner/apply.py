@@ -396,7 +396,12 @@ def destroy(client: Client, cluster: str, nodes: list[str] | None, progress: Pro
     if nodes is None:
         for f in actual.firewalls:
             delete_firewall(client, f.name, f.id, progress)
+        ours = {s.id for s in actual.servers}
         for g in actual.placement_groups:
+            others = [i for i in g.server_ids if i not in ours]
+            if others:  # deleting it would take it from servers that are not ours
+                progress(f"  placement group {g.name} kept: it holds {len(others)} server(s) of others")
+                continue
             with api_errors(f"placement group {g.name}"):
                 client.placement_groups.delete(PlacementGroup(id=g.id))
             progress(f"- placement group {g.name}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -54,7 +56,11 @@ def read_dotenv(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of a .env file (`export ` prefix and quotes allowed; # comments)."""
     values: dict[str, str] = {}
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise NixInfraError(f"{path} is not UTF-8 text (byte {e.start} is invalid); it holds KEY=VALUE lines") from None
+    except IsADirectoryError:
+        raise NixInfraError(f"{path} is a directory; expected a file of KEY=VALUE lines") from None
     except OSError:
         return values
     for line in lines:
@@ -76,6 +82,11 @@ def resolve_token(env: Mapping[str, str], repo_dir: Path | None) -> str:
         token = read_dotenv(repo_dir / ".env").get("HCLOUD_TOKEN", "").strip()
     if not token:
         raise NixInfraError(TOKEN_HELP)
+    if re.fullmatch(r"[!-~]{1,512}", token) is None:  # it goes into an HTTP header; never echo it
+        raise NixInfraError(
+            "HCLOUD_TOKEN (environment or .env) is not an API token: expected printable ASCII "
+            "without spaces or control characters"
+        )
     return token
 
 
@@ -91,9 +102,12 @@ def settings_from_env(env: Mapping[str, str], repo_dir: Path | None, **overrides
     ]:
         if env.get(name):
             try:
-                values[key] = float(env[name])
+                number = float(env[name])
             except ValueError:
-                raise NixInfraError(f"{name}={env[name]!r} is not a number of seconds") from None
+                number = math.nan
+            if not math.isfinite(number) or number <= 0:  # float() takes "nan" and "inf"
+                raise NixInfraError(f"{name}={env[name][:40]!r} is not a number of seconds (a positive number)")
+            values[key] = number
     values.update({k: v for k, v in overrides.items() if v is not None})
     return HcloudSettings(**values)
 

@@ -7,7 +7,10 @@ Rules:
 - Servers are matched by their nix-infra/node label. Servers the manifest no
   longer has are listed as orphans: only `destroy` deletes servers.
 - Placement groups (spread, at most 10 servers each) are assigned to new
-  servers only; existing servers keep theirs.
+  servers only; existing servers keep theirs. A group's fill is what the API
+  lists in it, everyone's servers counted (another cluster's or a hand-made
+  server in our group takes a place too); a group holding any server is not
+  deleted.
 - What cannot be changed in place (a server's type or location, the network's
   range, a name held by a foreign resource) is a problem: the plan shows it
   and provision refuses to start.
@@ -230,10 +233,10 @@ def plan(desired: Desired, actual: Actual) -> Plan:
         if diff:
             changes.append(Change("update", "server", d.name, diff, current.id))
 
-    # Placement groups: existing servers keep theirs; new ones fill groups with room.
+    # Placement groups: existing servers keep theirs; new ones fill groups with room. The limit is
+    # the provider's: every server the API lists in a group counts, ours or not.
     owned_groups = sorted(actual.placement_groups, key=lambda g: g.name)
-    live_ids = {s.id for s in actual.servers}
-    fill = {g.name: sum(1 for i in g.server_ids if i in live_ids) for g in owned_groups}
+    fill = {g.name: len(g.server_ids) for g in owned_groups}
     created_groups: list[str] = []
     assignment: dict[str, str] = {}
     index = 1
@@ -253,7 +256,7 @@ def plan(desired: Desired, actual: Actual) -> Plan:
         assignment[d.name] = group
     for group_name in created_groups:
         changes.append(Change("create", "placement_group", group_name, {"type": "spread"}))
-    for g in _empty_groups(owned_groups, live_ids, set(assignment.values())):
+    for g in _empty_groups(owned_groups, set(assignment.values())):
         changes.append(Change("delete", "placement_group", g.name, {}, g.id))
     for d in new_servers:
         changes.append(
@@ -276,5 +279,6 @@ def plan(desired: Desired, actual: Actual) -> Plan:
     return Plan(desired.cluster, _order(changes), tuple(orphans), tuple(problems))
 
 
-def _empty_groups(groups: list[ActualPlacementGroup], live_ids: set[int], used: set[str]) -> list[ActualPlacementGroup]:
-    return [g for g in groups if g.name not in used and not any(i in live_ids for i in g.server_ids)]
+def _empty_groups(groups: list[ActualPlacementGroup], used: set[str]) -> list[ActualPlacementGroup]:
+    """Owned groups nothing is in (no server of anyone's) and nothing is planned for."""
+    return [g for g in groups if g.name not in used and not g.server_ids]
