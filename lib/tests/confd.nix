@@ -9,7 +9,7 @@ in
   testTemplateBindsLoopbackOnly = { expr = has "bind 127\\.0\\.0\\.1:\\{\\{ \\$publish }}"; expected = true; };
   # confd's json aborts the render on invalid JSON: records are cut with split instead
   testTemplateNeverParsesJson = { expr = has "json"; expected = false; };
-  testTemplateSkipsReservedPorts = { expr = has ''\$reserved := ",22,80,443,2379,2380,"''; expected = true; };
+  testTemplateSkipsReservedPorts = { expr = has ''\$reserved := ",22,80,443,2379,2380,5000,5080,51820,"''; expected = true; };
   testTemplateNamesServersAfterTheKey = { expr = has "\\$node := base \\.Key.*server \\{\\{ \\$node }}"; expected = true; };
   testTemplateReadsInstances = { expr = has "/cluster/%s/%s/instances/\\*"; expected = true; };
   testTemplateStartsWithHeader = {
