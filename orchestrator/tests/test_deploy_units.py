@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,11 @@ def test_the_health_gate_passes_unit_names_after_double_dash_and_checks_them_fir
     # a hand-made manifest whose app unit is an option in disguise never gets that far
     data = json.loads(json.dumps(example_manifest))
     data["apps"]["api"]["unit"] = "-Hroot@example.service"
-    bad = parse_manifest(data)
+    # the loader refuses it where the manifest enters ...
+    with pytest.raises(NixInfraError, match=r"apps\.api\.unit: '-Hroot@example\.service' is not a systemd service"):
+        parse_manifest(data)
+    # ... and deploy checks again what it sends (defence in depth: its key units come from the raw data)
+    bad = dataclasses.replace(m, raw=data)
     sent.clear()
     d = Deployer(bad, FactsStore(tmp_path / "facts"), SshSettings(), DeployOptions(flake=".", health_timeout=1))
     with pytest.raises(NixInfraError, match=r"'-Hroot@example.service' is not a systemd unit name"):
