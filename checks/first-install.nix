@@ -15,11 +15,8 @@ pkgs.testers.runNixOSTest {
   nodes.svc001 = {
     imports = [
       (common.nodeModule "svc001")
-      ../app_modules/postgresql.nix
-      ../app_modules/valkey.nix
+      ./service-apps.nix
     ];
-    nixInfra.postgresql = { app = "db"; passwordSecret = "db-password"; };
-    nixInfra.valkey = { app = "cache"; passwordSecret = "cache-password"; };
     environment.systemPackages = [ pkgs.postgresql_17 pkgs.valkey ];
   };
   testScript = common.pythonHelpers + ''

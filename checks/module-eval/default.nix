@@ -60,12 +60,7 @@ let
   vmTestCluster = clusterFlake.mkClusterFlake {
     cluster = ../cluster.nix;
     modules = [
-      appModules.postgresql
-      appModules.valkey
-      {
-        nixInfra.postgresql = { app = "db"; passwordSecret = "db-password"; };
-        nixInfra.valkey = { app = "cache"; passwordSecret = "cache-password"; };
-      }
+      ../service-apps.nix
       # what the test driver's qemu-vm.nix gives every VM: it boots the VM itself
       { boot.loader.grub.devices = [ "nodev" ]; }
     ];
