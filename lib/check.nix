@@ -187,6 +187,16 @@ rec {
   pathSegment = k: if builtins.stringLength k <= 100 && builtins.match "[A-Za-z0-9_.-]+" k != null then k else show k;
 
   /**
+    A string with its ASCII letters in lower case.
+
+    Example: toLower "Api-Token" => "api-token"
+  */
+  toLower =
+    builtins.replaceStrings
+      (builtins.genList (i: builtins.substring i 1 "ABCDEFGHIJKLMNOPQRSTUVWXYZ") 26)
+      (builtins.genList (i: builtins.substring i 1 "abcdefghijklmnopqrstuvwxyz") 26);
+
+  /**
     Render a list of strings for a message: "a, b, c".
 
     Example: showList [ "a" "b" ] => "a, b"

@@ -141,5 +141,11 @@
     "LD_" "DYLD_" "MALLOC_" "GLIBC_" "GCONV_" "PYTHON" "NODE_" "NPM_CONFIG_" "PERL" "RUBY" "GEM_" "BUNDLE_"
     "JAVA_" "_JAVA_" "JDK_" "LUA_" "GIT_" "NIX_" "SYSTEMD_" "DBUS_" "XDG_" "LC_" "SSL_" "OPENSSL_" "CURL_"
     "DOCKER_" "CONTAINER_" "PODMAN_" "KUBERNETES_" "ETCDCTL_" "BASH_FUNC_" "SSH_" "GNUTLS_" "NSS_" "KRB5"
+    # search paths and plugin directories of libraries and runtimes (a best-effort list: the
+    # names a consumer gets are <PREFIX>_HOST/_PORT/_PROTOCOL/_PATH, and *_PATH is the risk)
+    "SASL_" "COMPILER_" "LIBRARY_" "C_INCLUDE_" "CPLUS_INCLUDE_" "QT_" "QML" "GST_" "JULIA_" "GUILE_" "CAML_"
+    "OCAML" "LIBGL_" "VK_" "LADSPA" "LV2" "DSSI" "GDAL_" "MAGICK_" "CORECLR_" "DOTNET_" "MIX_" "ERL_" "FONTCONFIG"
+    "GTK_" "GDK_" "GIO_" "GI_" "GSETTINGS" "PKG_CONFIG" "ACLOCAL" "PERL5" "R_" "TCL" "TK_" "DENO_" "BUN_" "CARGO_"
+    "RUST" "GOROOT" "GOENV" "GOPROXY" "GOTOOLCHAIN" "ANDROID_" "KDE" "PLASMA" "MOZ_" "HSA_" "CUDA_" "OCL_" "OPENCL" "VDPAU_" "LIBVA_" "SANE_" "ALSA_"
   ];
 }

@@ -55,6 +55,8 @@ rec {
     inherit node address;
     interval = app.healthCheck.intervalSeconds;
     ttl = 3 * app.healthCheck.intervalSeconds;
+    # the script bounds each check by it (the command's own bound is timeoutSeconds too)
+    timeout = app.healthCheck.timeoutSeconds;
     healthCmd = healthCommand app;
   };
 

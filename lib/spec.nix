@@ -132,11 +132,22 @@ let
     );
 
   healthCheckErrors =
-    path: h:
+    # defaultType: the type the check gets when `type` is not set (from the app's protocol)
+    defaultType: path: h:
+    let
+      type = h.type or defaultType;
+      interval = h.intervalSeconds or 10;
+      timeout = h.timeoutSeconds or 5;
+    in
     if !(builtins.isAttrs h) then
       attrsErr path h
     else
       check.unknownFields path healthCheckFields h
+      ++ (if h ? path && type != "http" then [ "${path}.path: only a health check of type \"http\" has a path (this one is ${show type})" ] else [ ])
+      ++ (if h ? command && type != "command" then [ "${path}.command: only a health check of type \"command\" has a command (this one is ${show type})" ] else [ ])
+      # the lease TTL is three intervals and at most an hour; a check must end before the next one
+      ++ (if builtins.isInt interval && interval > 1200 then [ "${path}.intervalSeconds: ${toString interval} is too long; at most 1200 (the registration lease lives three intervals, at most 3600 s)" ] else [ ])
+      ++ (if builtins.isInt interval && builtins.isInt timeout && timeout > interval then [ "${path}.timeoutSeconds: ${toString timeout} is longer than intervalSeconds (${toString interval}); a check must end before the next one starts" ] else [ ])
       ++ opt h "type" (enumErr "${path}.type" healthCheckTypes)
       ++ opt h "path" (urlPathErr "${path}.path")
       ++ opt h "command" (
@@ -214,7 +225,9 @@ let
         )
         ++ opt a "protocol" (enumErr "${path}.protocol" protocols)
         ++ opt a "path" (urlPathErr "${path}.path")
-        ++ opt a "healthCheck" (healthCheckErrors "${path}.healthCheck")
+        ++ opt a "healthCheck" (
+          healthCheckErrors (if (a.protocol or (if (a.group or null) == "services" then "tcp" else "http")) == "http" then "http" else "tcp") "${path}.healthCheck"
+        )
     );
 
   defaultEnvPrefix = name: builtins.replaceStrings (builtins.genList (i: builtins.substring i 1 "abcdefghijklmnopqrstuvwxyz-") 27) (builtins.genList (i: builtins.substring i 1 "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") 27) name;

@@ -88,6 +88,33 @@ in
       # mesh proxy's 127.0.0.1:<publish> of every app the node consumes (the
       # platform's own ports are refused for apps anywhere, above). Checked
       # per placement against the publish index, so the cost stays linear.
+      # an app's unit, also the default one (<app>.service, podman-<app>.service): never a
+      # unit the platform or the system runs (its credentials would be loaded there, a
+      # rotation would restart it: an app named sshd could lock a node out), and one unit
+      # per app on a node
+      unitErrors =
+        builtins.concatMap (
+          a:
+          if builtins.elem a.unit c.platformUnits || builtins.match "(systemd-|dbus|user@|getty@|serial-getty@|emergency|rescue|nix-infra).*" a.unit != null then
+            [ "apps.${a.name}.unit: ${a.unit} (as set, or the default of an app of this name) is a unit the platform or the system runs itself; set the app's own unit, or rename the app" ]
+          else
+            [ ]
+        ) apps
+        ++ builtins.concatMap (
+          n:
+          let byUnit = builtins.groupBy (a: a.unit) hosted.${n}; in
+          map (u: "apps.${(builtins.head byUnit.${u}).name}.unit: ${u} would run ${showList (map (a: "apps.${a.name}") byUnit.${u})}, all placed on node ${n}; each app needs its own unit") (check.duplicateKeys byUnit)
+        ) (builtins.attrNames hosted);
+
+      # secret names are file names (secrets/<name>.age, <name>.cred): names that differ only
+      # in case would be one file on a case-insensitive file system
+      secretCaseErrors =
+        let
+          names = check.uniqueSorted (builtins.concatMap (a: a.secrets) apps);
+          byLower = builtins.groupBy check.toLower names;
+        in
+        map (k: "apps: the secret names ${showList byLower.${k}} differ only in case; secret names must differ in more than case") (check.duplicateKeys byLower);
+
       portErrors =
         builtins.concatMap (a: reservedErr a "port") apps
         ++ builtins.concatMap (
@@ -170,5 +197,5 @@ in
               [ ]
           ) nodeNames;
     in
-    zoneErrors ++ hetznerErrors ++ envErrors ++ adminErrors ++ overlayErrors ++ ctrlErrors ++ placementErrors ++ publishErrors ++ portErrors ++ addressErrors;
+    zoneErrors ++ hetznerErrors ++ envErrors ++ adminErrors ++ overlayErrors ++ ctrlErrors ++ placementErrors ++ publishErrors ++ portErrors ++ unitErrors ++ secretCaseErrors ++ addressErrors;
 }

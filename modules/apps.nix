@@ -36,6 +36,11 @@ let
       port = mkOption { type = types.port; description = "Port the app listens on."; };
       ttl = mkOption { type = types.ints.between 2 3600; description = "Lease TTL: how long a dead instance stays registered."; };
       interval = mkOption { type = types.ints.between 1 3600; description = "Seconds between health checks and lease renewals."; };
+      timeout = mkOption {
+        type = types.nullOr (types.ints.between 1 3600);
+        default = null;
+        description = "Seconds before a health check counts as failed (null: the interval).";
+      };
       healthCmd = mkOption { type = types.str; description = "Shell command; exit 0 means healthy."; };
     };
   };
@@ -96,12 +101,15 @@ let
     export ETCDCTL_CACERT="$CREDENTIALS_DIRECTORY/nix-infra-etcd-ca"
     export ETCDCTL_CERT="$CREDENTIALS_DIRECTORY/nix-infra-etcd-client-cert"
     export ETCDCTL_KEY="$CREDENTIALS_DIRECTORY/nix-infra-etcd-client-key"
-    exec ${pkgs.bash}/bin/bash ${./scripts/register-instance.sh} ${escapeShellArgs [
+    exec ${pkgs.bash}/bin/bash ${./scripts/register-instance.sh} ${escapeShellArgs ([
       "--app" app.registration.app "--group" app.registration.group "--node" app.registration.node
       "--address" app.registration.address "--port" (toString app.registration.port)
       "--ttl" (toString app.registration.ttl) "--interval" (toString app.registration.interval)
+    ] ++ lib.optionals (app.registration.timeout != null) [
+      "--health-timeout" (toString app.registration.timeout)
+    ] ++ [
       "--health-cmd" app.registration.healthCmd
-    ]}
+    ])}
   '';
 
   containers = filterAttrs (_: a: a.image != null) cfg;

@@ -75,4 +75,5 @@ in
     expr = check.unknownFields "apps.api" [ "port" ] { "x\n  - name: fine" = 1; };
     expected = [ "apps.api.\"x\\n  - name: fine\": unknown field; allowed fields are: port" ];
   };
+  testToLower = { expr = check.toLower "Api-TOKEN_1"; expected = "api-token_1"; };
 }

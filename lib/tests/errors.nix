@@ -25,6 +25,15 @@ in
   unknownProviderType = { spec = withProvider { type = "aws"; }; field = "provider.type"; };
   networkNotCidr = { spec = withProvider { network = "10.10.0.1/16"; }; field = "provider.network"; };
   networkNotPrivate = { spec = withProvider { network = "8.8.0.0/16"; }; field = "provider.network"; };
+  appNamedLikeAPlatformUnit = { spec = withApps { sshd = { group = "backends"; port = 8081; publish = 5002; nodes = [ "worker001" ]; secrets = [ "x" ]; }; }; field = "apps.sshd.unit"; };
+  appNamedLikeASystemUnit = { spec = withApps { systemd-journald = { group = "backends"; port = 8081; publish = 5002; nodes = [ "worker001" ]; envPrefix = "ZZ"; }; }; field = "apps.systemd-journald.unit"; };
+  twoAppsOneUnit = { spec = withApps { podman-api = { group = "backends"; port = 8081; publish = 5002; nodes = [ "worker001" ]; }; }; field = "apps.api.unit"; };
+  secretNamesDifferOnlyInCase = { spec = withApi { secrets = [ "api-token" "API-TOKEN" ]; }; field = "apps"; };
+  healthPathOnTcpCheck = { spec = withApi { healthCheck = { type = "tcp"; path = "/x"; }; }; field = "apps.api.healthCheck.path"; };
+  healthCommandOnHttpCheck = { spec = withApi { healthCheck = { command = "true"; }; }; field = "apps.api.healthCheck.command"; };
+  healthIntervalOverLeaseLimit = { spec = withApi { healthCheck = { intervalSeconds = 1201; timeoutSeconds = 5; }; }; field = "apps.api.healthCheck.intervalSeconds"; };
+  healthTimeoutOverInterval = { spec = withApi { healthCheck = { intervalSeconds = 2; timeoutSeconds = 5; }; }; field = "apps.api.healthCheck.timeoutSeconds"; };
+  envPrefixSaslPath = { spec = withApi { envPrefix = "SASL"; }; field = "apps.api.envPrefix"; };
   appUnitIsAPlatformUnit = { spec = withApi { unit = "sshd.service"; }; field = "apps.api.unit"; };
   appUnitIsASystemdUnit = { spec = withApi { unit = "systemd-journald.service"; }; field = "apps.api.unit"; };
   appUnitNotAService = { spec = withApi { unit = "postgresql"; }; field = "apps.api.unit"; };

@@ -28,7 +28,8 @@ in
     expr = w.apps.api.registration;
     expected = {
       app = "api"; group = "backends"; node = "worker001"; address = "10.10.64.1"; port = 8080;
-      interval = 10; ttl = 30; healthCmd = "curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8080/";
+      interval = 10; ttl = 30;
+      timeout = 5; healthCmd = "curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8080/";
     };
   };
   testHealthTcp = { expr = nc.healthCommand (app { type = "tcp"; }); expected = "timeout 5 bash -c '</dev/tcp/127.0.0.1/8080'"; };
