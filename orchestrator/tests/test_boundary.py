@@ -628,3 +628,20 @@ def test_destroy_all_keeps_a_group_that_holds_servers_of_others(
     snap = fake.snapshot()
     assert [s["name"] for s in snap["servers"]] == ["other-0"]
     assert [(g["name"], len(g["servers"])) for g in snap["placement_groups"]] == [("demo-spread-1", 1)]
+
+
+def test_a_repos_env_cannot_send_the_environments_token_elsewhere(tmp_path: Path) -> None:
+    # review finding: HCLOUD_ENDPOINT from a repo's .env plus HCLOUD_TOKEN from the
+    # environment (a CI secret) sent the token to whatever the repo named, over http
+    from nix_infra.hetzner.client import settings_from_env
+
+    (tmp_path / ".env").write_text("HCLOUD_ENDPOINT=http://127.0.0.1:18777/v1\n")
+    with pytest.raises(NixInfraError, match=r"would send the HCLOUD_TOKEN of your environment"):
+        settings_from_env({"HCLOUD_TOKEN": "ci-secret"}, tmp_path)
+    # with the token in .env too, the repo speaks for itself (a local fake API)
+    assert settings_from_env({}, tmp_path).endpoint == "http://127.0.0.1:18777/v1"
+    # the environment may point anywhere https, and http only on loopback
+    assert settings_from_env({"HCLOUD_TOKEN": "t", "HCLOUD_ENDPOINT": "https://api.example/v1"}, None).endpoint
+    for bad in ("http://10.0.0.1:1/v1", "http://api.hetzner.cloud/v1", "https://user:pw@api.example/v1", "ftp://x/"):
+        with pytest.raises(NixInfraError, match=r"HCLOUD_ENDPOINT \(environment\).*is not allowed"):
+            settings_from_env({"HCLOUD_TOKEN": "t", "HCLOUD_ENDPOINT": bad}, None)

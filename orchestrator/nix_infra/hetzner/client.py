@@ -9,10 +9,12 @@ loop is switched off so the two never multiply.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import math
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +92,55 @@ def resolve_token(env: Mapping[str, str], repo_dir: Path | None) -> str:
     return token
 
 
+def check_endpoint(endpoint: str, where: str) -> str:
+    """An API endpoint the token may be sent to: https, or http on loopback only (a fake API).
+
+    Raises NixInfraError naming `where` (the variable and its source) otherwise."""
+    try:
+        url = urllib.parse.urlsplit(endpoint)
+        host = url.hostname or ""
+        url.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise NixInfraError(f"{where}: {endpoint[:80]!r} is not a URL") from None
+    loopback = host == "localhost" or _is_loopback(host)
+    if url.scheme == "https" and host and not url.username and not url.password:
+        return endpoint
+    if url.scheme == "http" and loopback and not url.username and not url.password:
+        return endpoint
+    raise NixInfraError(
+        f"{where}: {endpoint[:80]!r} is not allowed: the API token is sent there, so it must be "
+        "https://<host>/... (http only on 127.0.0.1, ::1 or localhost, for a fake API), without user info"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def settings_from_env(env: Mapping[str, str], repo_dir: Path | None, **overrides: Any) -> HcloudSettings:
-    """Endpoint from HCLOUD_ENDPOINT (environment or .env); timing knobs for tests."""
+    """Endpoint from HCLOUD_ENDPOINT (environment or .env); timing knobs for tests.
+
+    The repo's .env may redirect the API only together with its own token: an
+    HCLOUD_ENDPOINT in .env while HCLOUD_TOKEN comes from the environment (a CI
+    secret, say) is refused, so a change to a repo cannot send the operator's
+    token elsewhere. Raises NixInfraError naming the variable."""
     dotenv = read_dotenv(repo_dir / ".env") if repo_dir is not None else {}
-    endpoint = env.get("HCLOUD_ENDPOINT") or dotenv.get("HCLOUD_ENDPOINT") or DEFAULT_ENDPOINT
+    if env.get("HCLOUD_ENDPOINT"):
+        endpoint = check_endpoint(env["HCLOUD_ENDPOINT"], "HCLOUD_ENDPOINT (environment)")
+    elif dotenv.get("HCLOUD_ENDPOINT"):
+        endpoint = check_endpoint(dotenv["HCLOUD_ENDPOINT"], "HCLOUD_ENDPOINT (.env)")
+        if env.get("HCLOUD_TOKEN", "").strip() and endpoint.rstrip("/") != DEFAULT_ENDPOINT:
+            raise NixInfraError(
+                "HCLOUD_ENDPOINT in the repo's .env would send the HCLOUD_TOKEN of your environment to "
+                f"{endpoint[:80]}; set HCLOUD_ENDPOINT in the environment instead, or put the token in .env too"
+            )
+    else:
+        endpoint = DEFAULT_ENDPOINT
+    if endpoint.rstrip("/") != DEFAULT_ENDPOINT:
+        log.warning("Hetzner API endpoint: %s (not Hetzner's)", endpoint.rstrip("/"))
     values: dict[str, Any] = {"endpoint": endpoint.rstrip("/")}
     for key, name in [
         ("poll_interval", "NIX_INFRA_HCLOUD_POLL_INTERVAL"),
