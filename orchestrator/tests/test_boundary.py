@@ -181,7 +181,9 @@ BAD_MANIFESTS = {
     "volume under /nix": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(mountpoint="/nix/store")}),
     "volume at /etc": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(mountpoint="/etc")}),
     "volume with ..": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(mountpoint="/srv/../etc")}),
-    "volume mountpoint with a newline": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(mountpoint="/srv\n")}),
+    "volume mountpoint with a newline": lambda m: m["nodes"]["worker001"].update(
+        volumes={"d": _vol(mountpoint="/srv\n")}
+    ),
     "volume filesystem btrfs": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(filesystem="btrfs")}),
     "volume name uppercase": lambda m: m["nodes"]["worker001"].update(volumes={"D": _vol()}),
     "volume unknown field": lambda m: m["nodes"]["worker001"].update(volumes={"d": {**_vol(), "id": 1}}),
@@ -239,7 +241,10 @@ def test_the_loader_checks_references_the_schema_cannot(example_manifest: dict[s
         (lambda m: m["nodes"]["worker001"].update(name="other"), r"nodes\.worker001\.name"),
         (lambda m: m.update(secrets=[]), r"nodes\.worker001\.credentials\[0\]: 'api-token' is not one of"),
         (lambda m: m["network"].update(ipRange="10.10.0.1/16"), r"network\.ipRange: .* without host bits"),
-        (lambda m: m["apps"]["api"].update(volume="data"), r"apps\.api\.volume: 'data' is not a volume of node worker001"),
+        (
+            lambda m: m["apps"]["api"].update(volume="data"),
+            r"apps\.api\.volume: 'data' is not a volume of node worker001",
+        ),
         (
             lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol()}, stateful=False),
             r"nodes\.worker001\.stateful: is false, but the node has volumes",
