@@ -313,3 +313,73 @@ def test_destroy_all_with_data_needs_the_flag(
     assert code == 0, err
     snap = fake.snapshot()
     assert snap["servers"] == snap["volumes"] == snap["networks"] == snap["ssh_keys"] == []
+
+
+# ---- an installed node is never installed again ---------------------------------------------------
+
+
+def test_provision_keeps_an_installed_node_installed(
+    capsys: pytest.CaptureFixture[str], hcloud_env: dict[str, str], db_manifest: Path, fake: FakeHcloud
+) -> None:
+    """Recording volumes (and growing them) rewrites facts/<node>.json: it must keep `installed`,
+    or the next deploy would run nixos-anywhere on a node with data."""
+    from dataclasses import replace
+
+    from nix_infra.facts import FactsStore
+
+    assert provision(capsys, db_manifest)[0] == 0
+    store = FactsStore(Path("facts"))
+    known = store.read("db001")
+    assert known is not None and not known.installed
+    store.write(replace(known, installed=True, volumes={}))  # as deploy leaves it; volumes lost too
+    code, _, err = provision(capsys, with_size(db_manifest, 40))
+    assert code == 0, err
+    after = store.read("db001")
+    assert after is not None and after.installed and after.host_key == known.host_key
+    assert after.volumes["pgdata"].id == volumes(fake)[0]["id"]
+
+
+@pytest.mark.parametrize("facts_say", ["installed", "nothing"])
+def test_install_refuses_a_node_that_is_not_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, facts_say: str
+) -> None:
+    from nix_infra.bootstrap import install
+    from nix_infra.errors import NixInfraError
+    from nix_infra.facts import FactsStore, NodeFacts, generate_host_key
+    from nix_infra.ssh import SshTarget
+
+    log = tmp_path / "nixos-anywhere.log"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "nixos-anywhere").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (bindir / "nixos-anywhere").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    store = FactsStore(tmp_path / "facts")
+    if facts_say == "installed":
+        store.write(NodeFacts(node="db001", host_key=generate_host_key().public, public_ipv4="192.0.2.7"))
+    target = SshTarget(node="db001", host="192.0.2.7", known_hosts=store.known_hosts)
+    with pytest.raises(NixInfraError, match="not a fresh server"):
+        install(".", "db001", target, store, reboot_timeout=1)
+    assert not log.exists()
+
+
+@pytest.mark.parametrize(
+    ("volumes_field", "message"),
+    [
+        ([], "volumes: expected an object"),
+        ({"../x": {"id": 1, "linuxDevice": "/dev/disk/by-id/scsi-0HC_Volume_1"}}, "is not a volume name"),
+        ({"data": {"id": "1", "linuxDevice": "/dev/disk/by-id/scsi-0HC_Volume_1"}}, "volumes.data.id"),
+        ({"data": {"id": True, "linuxDevice": "/dev/disk/by-id/scsi-0HC_Volume_1"}}, "volumes.data.id"),
+        ({"data": {"id": 0, "linuxDevice": "/dev/disk/by-id/scsi-0HC_Volume_0"}}, "volumes.data.id"),
+        ({"data": {"id": 1, "linuxDevice": "/dev/sda"}}, "volumes.data.linuxDevice"),
+        ({"data": {"id": 1, "linuxDevice": "/dev/disk/by-id/scsi-0HC_Volume_1", "x": 1}}, "exactly the fields"),
+    ],
+)
+def test_facts_volumes_are_checked_where_read(volumes_field: Any, message: str) -> None:
+    from nix_infra.facts import NodeFacts, generate_host_key
+
+    data = {"node": "db001", "hostKey": generate_host_key().public, "publicIpv4": None, "volumes": volumes_field}
+    with pytest.raises(ValueError, match=message):
+        NodeFacts.from_json(data, "db001")
+    good = {"data": {"id": 7, "linuxDevice": "/dev/disk/by-id/scsi-0HC_Volume_7"}}
+    assert NodeFacts.from_json({**data, "volumes": good}).to_json()["volumes"] == good
