@@ -10,7 +10,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -55,8 +55,9 @@ class Node:
     apps: tuple[str, ...]
     public_ports: PortSet
     private_ports: PortSet
-    volumes: Mapping[str, Volume]
-    stateful: bool  # holds a volume or a stateful app: delete-protected, never destroyed by accident
+    # (defaults only for hand-made Nodes; the loader always sets both from the manifest)
+    volumes: Mapping[str, Volume] = field(default_factory=dict)
+    stateful: bool = False  # holds a volume or a stateful app: delete-protected, never destroyed by accident
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class App:
     protocol: str
     path: str
     health_check: HealthCheck
-    volume: str | None
+    volume: str | None = None
 
 
 @dataclass(frozen=True)

@@ -328,8 +328,8 @@ def _plan_volumes(
                     "volume",
                     d.name,
                     f"{len(found)} volumes carry nix-infra/node={d.node}, nix-infra/volume={d.volume} "
-                    f"(ids {', '.join(str(v.id) for v in found)}); keep the one with the data and "
-                    "`destroy --volume` or relabel the others",
+                    f"(ids {', '.join(str(v.id) for v in found)}); keep the one with the data, relabel or "
+                    "delete the others in the Hetzner console",
                 )
             )
             continue
