@@ -178,6 +178,23 @@ rec {
   isHetznerName = s: builtins.isString s && builtins.match "[a-z0-9][-a-z0-9._]{0,62}" s != null;
 
   /**
+    Whether a value is a normalised absolute path a volume may be mounted
+    at: '/' then components of letters, digits, '.', '_', '-' (not starting
+    with '.' or '-', so no "." or ".." and no hidden directories), joined by
+    single '/', no trailing '/', at most 255 characters; not "/" and neither
+    equal to nor under a system directory (constants.forbiddenMountRoots).
+
+    Example: isMountpoint "/var/lib/postgresql" => true
+    Example: isMountpoint "/var/lib/../etc" => false; isMountpoint "/nix/store" => false
+  */
+  isMountpoint =
+    s:
+    builtins.isString s
+    && builtins.stringLength s <= 255
+    && builtins.match "(/[A-Za-z0-9_][A-Za-z0-9._-]*)+" s != null
+    && !(builtins.any (r: s == r || builtins.substring 0 (builtins.stringLength r + 1) s == "${r}/") c.forbiddenMountRoots);
+
+  /**
     Render one segment of a field path: as it is when it is a plain name
     (letters, digits, '_', '.', '-'; at most 100 chars), else as a JSON
     string, so a hostile attribute name cannot forge lines or paths in a message.

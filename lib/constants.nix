@@ -119,7 +119,20 @@
   hetzner = {
     nameMax = 63;
     labelPrefixMax = 253;
+    # a volume's size in GB (the API's limits)
+    volumeSizeMin = 10;
+    volumeSizeMax = 10240;
   };
+
+  # Volumes: the filesystems a volume may be formatted with (the first is the
+  # default), and the directories a mountpoint may be neither equal to nor
+  # under (the system's own; a volume mounted there would hide it).
+  volumeFilesystems = [ "ext4" "xfs" ];
+  forbiddenMountRoots = [ "/nix" "/boot" "/etc" "/run" "/proc" "/sys" "/dev" "/tmp" ];
+
+  # An app whose unit matches this keeps data on its node even without a
+  # volume (PostgreSQL, Redis/Valkey servers): its node is stateful.
+  statefulUnitPattern = "postgresql\\.service|redis-.*\\.service";
 
   # Environment variables consumers of an app get: <PREFIX>_<suffix>.
   envSuffixes = [ "HOST" "PORT" "PROTOCOL" "PATH" ];

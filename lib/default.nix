@@ -130,7 +130,7 @@ in
           inherit s nodeData seed;
           etcd = { inherit (etcd) endpoints initialCluster members clientPort peerPort; };
           waves = ws;
-          nodeLabels = manifest.nodeLabels;
+          inherit (manifest) nodeLabels volumeLabels isStateful;
         };
       };
 }

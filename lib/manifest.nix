@@ -22,6 +22,31 @@ in
     };
 
   /**
+    The labels of one of a node's volumes: the node's labels (nodeLabels)
+    plus `nix-infra/volume`.
+
+    Example: volumeLabels { "nix-infra/cluster" = "demo"; "nix-infra/node" = "db1"; "nix-infra/type" = "service"; } "pgdata"
+      => { ...; "nix-infra/volume" = "pgdata"; }
+  */
+  volumeLabels = labels: vol: labels // { "${c.labelPrefix}volume" = vol; };
+
+  /**
+    Whether a node holds data a re-install would destroy: it has a volume,
+    or hosts an app with a volume or a stateful unit (PostgreSQL, Redis or
+    Valkey: constants.statefulUnitPattern). Such a node gets Hetzner's
+    delete and rebuild protection, and `destroy` refuses it without
+    --allow-data-loss.
+
+    Takes the normalized node and the normalized apps placed on it.
+
+    Example: isStateful { volumes = { }; } [ { volume = null; unit = "postgresql.service"; } ] => true
+  */
+  isStateful =
+    n: hostedApps:
+    n.volumes != { }
+    || builtins.any (a: a.volume != null || builtins.match c.statefulUnitPattern a.unit != null) hostedApps;
+
+  /**
     Build the manifest from a normalized spec and its derived data.
 
     Takes { s; nodeData; waves; seed; etcd; } where nodeData is evalCluster's
@@ -31,7 +56,7 @@ in
     Example: (manifest { ... }).version => 1
   */
   manifest =
-    { s, nodeData, waves, seed, etcd, nodeLabels }:
+    { s, nodeData, waves, seed, etcd, nodeLabels, volumeLabels, isStateful }:
     let
       net = ip.parseCidr s.provider.network;
     in
@@ -62,10 +87,15 @@ in
           system = "nixosConfigurations.${name}";
           inherit (d) credentials credentialUnits wave firewall;
           apps = map (a: a.name) d.hostedApps;
+          volumes = builtins.mapAttrs (vol: v: {
+            inherit (v) size mountpoint filesystem;
+            labels = volumeLabels (nodeLabels s.name n) vol;
+          }) n.volumes;
+          stateful = isStateful n d.hostedApps;
         }
       ) nodeData;
       apps = builtins.mapAttrs (_: a: {
-        inherit (a) name group port publish nodes secrets protocol path healthCheck image unit;
+        inherit (a) name group port publish nodes secrets protocol path healthCheck image unit volume;
         envPrefix = a.envPrefix;
       }) s.apps;
       inherit waves etcd;

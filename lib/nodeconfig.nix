@@ -109,6 +109,9 @@ rec {
           };
         }) d.hostedApps
       );
+      # the node's volumes: name -> { size (GB); mountpoint; filesystem; };
+      # the device is /dev/disk/by-id/scsi-0HC_Volume_<id>, id from facts/<node>.json
+      volumes = n.volumes;
       credentials = {
         dir = credentialsDir;
         names = d.credentials;

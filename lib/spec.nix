@@ -12,9 +12,10 @@ let
 
   topFields = [ "name" "provider" "nodes" "apps" ];
   providerFields = [ "type" "location" "networkZone" "network" "image" "sshKeys" "adminCidrs" ];
-  nodeFields = [ "type" "serverType" "location" "image" "privateIp" "labels" "consumes" ];
+  nodeFields = [ "type" "serverType" "location" "image" "privateIp" "labels" "consumes" "volumes" ];
+  volumeFields = [ "size" "mountpoint" "filesystem" ];
   appFields = [
-    "group" "port" "publish" "nodes" "envPrefix" "image" "unit" "secrets" "protocol" "path" "healthCheck"
+    "group" "port" "publish" "nodes" "envPrefix" "image" "unit" "secrets" "protocol" "path" "healthCheck" "volume"
   ];
   healthCheckFields = [ "type" "path" "command" "intervalSeconds" "timeoutSeconds" ];
   healthCheckTypes = [ "http" "tcp" "command" ];
@@ -92,6 +93,59 @@ let
         stringListErr "${path}.adminCidrs" "an IPv4 or IPv6 network in CIDR form with no host bits set, such as \"203.0.113.0/24\" or \"2001:db8::/32\"" check.isAnyCidr v
       );
 
+  dnsLabelRule = "a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)";
+
+  # One volume of a node: nodes.<n>.volumes.<vol> = { size; mountpoint; filesystem; }.
+  volumeErrors =
+    nodePath: name: v:
+    let
+      path = "${nodePath}.volumes.${check.pathSegment name}";
+      h = c.hetzner;
+    in
+    (if check.isDnsLabel name then [ ] else [ "${path}: the volume name ${show name} is not ${dnsLabelRule}" ])
+    ++ (
+      if !(builtins.isAttrs v) then
+        attrsErr path v
+      else
+        check.unknownFields path volumeFields v
+        ++ req path v "size" "the volume's size in GB (${toString h.volumeSizeMin}-${toString h.volumeSizeMax})" (
+          x:
+          if builtins.isInt x && x >= h.volumeSizeMin && x <= h.volumeSizeMax then
+            [ ]
+          else
+            [ "${path}.size: ${show x} is not allowed; expected a whole number of GB from ${toString h.volumeSizeMin} to ${toString h.volumeSizeMax} (Hetzner's volume sizes)" ]
+        )
+        ++ req path v "mountpoint" "an absolute path such as \"/var/lib/postgresql\"" (
+          x:
+          if check.isMountpoint x then
+            [ ]
+          else
+            [ "${path}.mountpoint: ${show x} is not allowed; expected a normalised absolute path such as \"/var/lib/postgresql\" ('/'-separated components of letters, digits, '.', '_', '-', not starting with '.' or '-'; no trailing '/'; at most 255 characters), not \"/\" and not ${showList c.forbiddenMountRoots} or under them" ]
+        )
+        ++ opt v "filesystem" (enumErr "${path}.filesystem" c.volumeFilesystems)
+    );
+
+  # Mountpoints of one node's volumes: each its own, none inside another.
+  mountpointErrors =
+    nodePath: vols:
+    let
+      named = builtins.filter (k: builtins.isAttrs vols.${k} && check.isMountpoint (vols.${k}.mountpoint or null)) (builtins.attrNames vols);
+      mp = k: vols.${k}.mountpoint;
+      inside = a: b: builtins.substring 0 (builtins.stringLength (mp b) + 1) (mp a) == "${mp b}/";
+    in
+    builtins.concatMap (
+      a:
+      builtins.concatMap (
+        b:
+        if a < b && mp a == mp b then
+          [ "${nodePath}.volumes.${check.pathSegment a}.mountpoint: ${mp a} is also the mountpoint of ${nodePath}.volumes.${check.pathSegment b}; each volume needs its own mountpoint" ]
+        else if a != b && inside a b then
+          [ "${nodePath}.volumes.${check.pathSegment a}.mountpoint: ${mp a} is inside ${mp b}, the mountpoint of ${nodePath}.volumes.${check.pathSegment b}; volumes of one node may not be mounted inside each other" ]
+        else
+          [ ]
+      ) named
+    ) named;
+
   nodeErrors =
     providerType: name: n:
     let
@@ -129,6 +183,13 @@ let
             ) (builtins.attrNames v)
         )
         ++ opt n "consumes" (v: stringListErr "${path}.consumes" "a group (${showList c.groups})" (x: builtins.elem x c.groups) v ++ (if builtins.isList v then uniqueListErr "${path}.consumes" v else [ ]))
+        ++ opt n "volumes" (
+          v:
+          if !(builtins.isAttrs v) then
+            attrsErr "${path}.volumes" v
+          else
+            builtins.concatLists (builtins.attrValues (builtins.mapAttrs (volumeErrors path) v)) ++ mountpointErrors path v
+        )
     );
 
   healthCheckErrors =
@@ -228,6 +289,9 @@ let
         ++ opt a "healthCheck" (
           healthCheckErrors (if (a.protocol or (if (a.group or null) == "services" then "tcp" else "http")) == "http" then "http" else "tcp") "${path}.healthCheck"
         )
+        ++ opt a "volume" (
+          v: if v == null || check.isDnsLabel v then [ ] else [ "${path}.volume: ${show v} is not a volume name (${dnsLabelRule}) or null" ]
+        )
     );
 
   defaultEnvPrefix = name: builtins.replaceStrings (builtins.genList (i: builtins.substring i 1 "abcdefghijklmnopqrstuvwxyz-") 27) (builtins.genList (i: builtins.substring i 1 "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") 27) name;
@@ -306,6 +370,10 @@ in
         privateIp = n.privateIp or null;
         labels = n.labels or { };
         consumes = n.consumes or c.defaultConsumes.${n.type};
+        volumes = builtins.mapAttrs (_: v: {
+          inherit (v) size mountpoint;
+          filesystem = v.filesystem or (builtins.head c.volumeFilesystems);
+        }) (n.volumes or { });
       }) spec.nodes;
       apps = builtins.mapAttrs (
         name: a:
@@ -323,6 +391,7 @@ in
           # the unit that runs the app: its container's, unless a native service is named
           unit = a.unit or (if (a.image or null) != null then "podman-${name}.service" else "${name}.service");
           secrets = a.secrets or [ ];
+          volume = a.volume or null;
           healthCheck = {
             type = hType;
             path = if hType == "http" then h.path or path else null;

@@ -71,6 +71,25 @@ in
         ) a.nodes
       ) apps;
 
+      # An app's data lives on a volume of its one node.
+      volumeErrors = builtins.concatMap (
+        a:
+        let
+          n = builtins.head a.nodes;
+          vols = builtins.attrNames s.nodes.${n}.volumes;
+        in
+        if a.volume == null then
+          [ ]
+        else if builtins.length a.nodes != 1 then
+          [ "apps.${a.name}.volume: an app with a volume is placed on exactly one node, but apps.${a.name}.nodes lists ${toString (builtins.length a.nodes)} (${showList a.nodes})" ]
+        else if !(s.nodes ? ${n}) then
+          [ ] # placementErrors names the missing node
+        else if !(builtins.elem a.volume vols) then
+          [ "apps.${a.name}.volume: node ${n} has no volume ${check.show a.volume}; declare nodes.${n}.volumes.${a.volume} (its volumes: ${if vols == [ ] then "none" else showList vols})" ]
+        else
+          [ ]
+      ) apps;
+
       # publish ports are cluster-wide: consumers reach every app at 127.0.0.1:<publish>
       byPublish = builtins.groupBy (a: toString a.publish) apps;
       portName = builtins.listToAttrs (map (k: { name = toString c.ports.${k}; value = k; }) (builtins.attrNames c.ports));
@@ -195,7 +214,18 @@ in
               [ "nodes.${n}: its server name \"${server}\" (<cluster>-<node>) is ${toString (builtins.stringLength server)} characters; Hetzner server names are hostnames of at most ${toString nameMax}, shorten the node or the cluster name" ]
             else
               [ ]
+          ) nodeNames
+          ++ builtins.concatMap (
+            n:
+            builtins.concatMap (
+              v:
+              let volume = "${s.name}-${n}-${v}"; in
+              if builtins.stringLength volume > nameMax then
+                [ "nodes.${n}.volumes.${v}: its Hetzner volume name \"${volume}\" (<cluster>-<node>-<volume>) is ${toString (builtins.stringLength volume)} characters; Hetzner allows at most ${toString nameMax}, shorten the volume, node or cluster name" ]
+              else
+                [ ]
+            ) (builtins.attrNames s.nodes.${n}.volumes)
           ) nodeNames;
     in
-    zoneErrors ++ hetznerErrors ++ envErrors ++ adminErrors ++ overlayErrors ++ ctrlErrors ++ placementErrors ++ publishErrors ++ portErrors ++ unitErrors ++ secretCaseErrors ++ addressErrors;
+    zoneErrors ++ hetznerErrors ++ envErrors ++ adminErrors ++ overlayErrors ++ ctrlErrors ++ placementErrors ++ volumeErrors ++ publishErrors ++ portErrors ++ unitErrors ++ secretCaseErrors ++ addressErrors;
 }

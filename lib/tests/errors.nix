@@ -120,4 +120,21 @@ in
   providerImageInjection = { spec = withProvider { image = "debian-12 --user-data=x"; }; field = "provider.image"; };
   nodeImageInjection = { spec = withNodes { w2 = worker // { image = "$(id)"; }; }; field = "nodes.w2.image"; };
   sshKeyCommentWithCarriageReturn = { spec = withProvider { sshKeys = [ "ssh-ed25519 AAAAC3Nz ops\rssh-ed25519 AAAAC3Nz evil" ]; }; field = "provider.sshKeys[0]"; };
+  # volumes
+  volumeTooSmall = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes.data = { size = 5; mountpoint = "/srv/data"; }; }; }; field = "nodes.db.volumes.data.size"; };
+  volumeTooLarge = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes.data = { size = 20000; mountpoint = "/srv/data"; }; }; }; field = "nodes.db.volumes.data.size"; };
+  volumeMountpointRoot = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes.data = { size = 10; mountpoint = "/"; }; }; }; field = "nodes.db.volumes.data.mountpoint"; };
+  volumeMountpointUnderNix = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes.data = { size = 10; mountpoint = "/nix/store"; }; }; }; field = "nodes.db.volumes.data.mountpoint"; };
+  volumeMountpointRelative = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes.data = { size = 10; mountpoint = "srv/data"; }; }; }; field = "nodes.db.volumes.data.mountpoint"; };
+  volumeMountpointDotDot = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes.data = { size = 10; mountpoint = "/srv/../etc"; }; }; }; field = "nodes.db.volumes.data.mountpoint"; };
+  volumeMountpointTwice = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes = { a = { size = 10; mountpoint = "/srv/data"; }; b = { size = 10; mountpoint = "/srv/data"; }; }; }; }; field = "nodes.db.volumes.a.mountpoint"; };
+  volumeBadFilesystem = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes.data = { size = 10; mountpoint = "/srv/data"; filesystem = "btrfs"; }; }; }; field = "nodes.db.volumes.data.filesystem"; };
+  volumeNameNotDnsLabel = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes."Data" = { size = 10; mountpoint = "/srv/data"; }; }; }; field = "nodes.db.volumes.Data"; };
+  volumeUnknownField = { spec = withNodes { db = { type = "service"; serverType = "cx22"; volumes.data = { size = 10; mountpoint = "/srv/data"; fs = "ext4"; }; }; }; field = "nodes.db.volumes.data.fs"; };
+  appVolumeNotOnNode = { spec = withApi { volume = "data"; }; field = "apps.api.volume"; };
+  appVolumeNotALabel = { spec = withApi { volume = 3; }; field = "apps.api.volume"; };
+  appVolumeOnTwoNodes = {
+    spec = (withNodes { w2 = worker // { volumes.data = { size = 10; mountpoint = "/srv/data"; }; }; }) // { apps.api = example.apps.api // { nodes = [ "w2" "worker001" ]; volume = "data"; }; };
+    field = "apps.api.volume";
+  };
 }

@@ -30,4 +30,33 @@ in
     };
   };
   testIsJson = { expr = builtins.fromJSON (builtins.toJSON m) == m; expected = true; };
+  # volumes and statefulness
+  testNoVolumesStateless = {
+    expr = [ m.nodes.worker001.volumes m.nodes.worker001.stateful m.apps.api.volume ];
+    expected = [ { } false null ];
+  };
+  testVolumeInManifest =
+    let
+      ex = import ../example.nix;
+      mv = (lib.evalCluster (ex // {
+        nodes = ex.nodes // { db = { type = "service"; serverType = "cx22"; labels.team = "a"; volumes.pgdata = { size = 50; mountpoint = "/var/lib/postgresql"; filesystem = "xfs"; }; }; };
+        apps = ex.apps // { pg = { group = "services"; port = 5432; publish = 15432; nodes = [ "db" ]; volume = "pgdata"; }; };
+      })).manifest;
+    in
+    {
+      expr = [ mv.nodes.db.volumes mv.nodes.db.stateful mv.apps.pg.volume mv.nodes.worker001.stateful ];
+      expected = [
+        {
+          pgdata = {
+            size = 50; mountpoint = "/var/lib/postgresql"; filesystem = "xfs";
+            labels = { team = "a"; "nix-infra/cluster" = "demo"; "nix-infra/node" = "db"; "nix-infra/type" = "service"; "nix-infra/volume" = "pgdata"; };
+          };
+        }
+        true "pgdata" false
+      ];
+    };
+  testStatefulUnits = {
+    expr = map (u: lib.manifest.isStateful { volumes = { }; } [ { volume = null; unit = u; } ]) [ "postgresql.service" "redis-cache.service" "podman-api.service" "redis.service" ];
+    expected = [ true true false false ];
+  };
 }

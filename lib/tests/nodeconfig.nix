@@ -60,4 +60,11 @@ in
     expected = { web = 5100; };
   };
   testNoAppsOnCtrl = { expr = ctrl.apps; expected = { }; };
+  testVolumes = {
+    expr = [
+      w.volumes
+      (lib.evalCluster ((import ../example.nix) // { nodes = (import ../example.nix).nodes // { db = { type = "service"; serverType = "cx22"; volumes.pgdata = { size = 20; mountpoint = "/var/lib/postgresql"; }; }; }; })).nodes.db.config.volumes
+    ];
+    expected = [ { } { pgdata = { size = 20; mountpoint = "/var/lib/postgresql"; filesystem = "ext4"; }; } ];
+  };
 }

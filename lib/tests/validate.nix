@@ -61,4 +61,29 @@ in
     expr = map (f: errorsOf (import f)) [ ../../examples/full/cluster.nix ../../checks/cluster.nix ../../templates/cluster/cluster.nix ];
     expected = [ [ ] [ ] [ ] ];
   };
+  # volumes: an app's data on a volume of its one node
+  testAppVolumeOnTwoNodes = {
+    expr = errorsOf (example // {
+      nodes = example.nodes // { w2 = { type = "worker"; serverType = "cx22"; volumes.data = { size = 10; mountpoint = "/srv/data"; }; }; };
+      apps.api = example.apps.api // { nodes = [ "worker001" "w2" ]; volume = "data"; };
+    });
+    expected = [ "apps.api.volume: an app with a volume is placed on exactly one node, but apps.api.nodes lists 2 (worker001, w2)" ];
+  };
+  testAppVolumeMissingOnNode = {
+    expr = errorsOf (example // { apps.api = example.apps.api // { volume = "data"; }; });
+    expected = [ "apps.api.volume: node worker001 has no volume \"data\"; declare nodes.worker001.volumes.data (its volumes: none)" ];
+  };
+  testAppVolumeOk = {
+    expr = errorsOf (example // {
+      nodes = example.nodes // { worker001 = example.nodes.worker001 // { volumes.data = { size = 10; mountpoint = "/srv/data"; }; }; };
+      apps.api = example.apps.api // { volume = "data"; };
+    });
+    expected = [ ];
+  };
+  testVolumeHetznerNameTooLong = {
+    expr = errorsOf (example // {
+      nodes = example.nodes // { worker001 = example.nodes.worker001 // { volumes.${builtins.concatStringsSep "" (builtins.genList (_: "v") 60)} = { size = 10; mountpoint = "/srv/data"; }; }; };
+    });
+    expected = [ "nodes.worker001.volumes.${builtins.concatStringsSep "" (builtins.genList (_: "v") 60)}: its Hetzner volume name \"demo-worker001-${builtins.concatStringsSep "" (builtins.genList (_: "v") 60)}\" (<cluster>-<node>-<volume>) is 75 characters; Hetzner allows at most 63, shorten the volume, node or cluster name" ];
+  };
 }

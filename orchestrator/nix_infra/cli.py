@@ -25,12 +25,11 @@ from nix_infra.deploy import (
     summary_rows,
 )
 from nix_infra.errors import NixInfraError
-from nix_infra.manifest import Manifest
+from nix_infra.manifest import DNS_LABEL_RULE, Manifest, is_dns_label
 from nix_infra.operate import desired_systems, node_status, run_everywhere
 from nix_infra.options import (
     Options,
     SafePath,
-    check_cluster_name,
     check_flake_ref,
     check_node_name,
     param,
@@ -266,53 +265,139 @@ def provision_cmd(opts: Options) -> None:
     _result(opts, "done", p)
 
 
+def check_volume_ref(ref: str) -> str:
+    """NODE/VOLUME, both DNS labels."""
+    node, slash, volume = ref.partition("/")
+    if not slash or not is_dns_label(node) or not is_dns_label(volume):
+        raise NixInfraError(f"{ref!r} is not NODE/VOLUME (a node name and a volume name, each {DNS_LABEL_RULE})")
+    return ref
+
+
+def check_confirm_name(name: str) -> str:
+    if not is_dns_label(name):
+        raise NixInfraError(f"{name!r} is not a cluster or node name ({DNS_LABEL_RULE})")
+    return name
+
+
 @cli.command("destroy")
 @click.argument("nodes", nargs=-1, callback=param(check_node_name))
 @click.option("--all", "all_", is_flag=True, help="Delete every resource the cluster owns.")
 @click.option(
+    "--volume",
+    "volumes",
+    multiple=True,
+    metavar="NODE/VOLUME",
+    callback=param(check_volume_ref),
+    help="Delete a node's volume and every file on it (repeatable; needs --allow-data-loss).",
+)
+@click.option(
+    "--allow-data-loss",
+    is_flag=True,
+    help="Go ahead although this destroys data: a stateful node's server, or a volume.",
+)
+@click.option(
     "--confirm",
-    "confirm_name",
-    metavar="CLUSTER",
-    callback=param(check_cluster_name),
-    help="With --all: the cluster's name, instead of typing it at the prompt.",
+    "confirm_names",
+    multiple=True,
+    metavar="NAME",
+    callback=param(check_confirm_name),
+    help="With --all: the cluster's name; with --allow-data-loss: the name of each node whose data "
+    "goes (repeatable). Instead of typing it at the prompt.",
 )
 @click.pass_obj
-def destroy_cmd(opts: Options, nodes: tuple[str, ...], all_: bool, confirm_name: str | None) -> None:
+def destroy_cmd(
+    opts: Options,
+    nodes: tuple[str, ...],
+    all_: bool,
+    volumes: tuple[str, ...],
+    allow_data_loss: bool,
+    confirm_names: tuple[str, ...],
+) -> None:
     """Delete servers: `destroy NODE...`, or `destroy --all` for the whole cluster.
 
     Only resources labelled nix-infra/cluster=<cluster> are touched. NODE is a
-    node name (also one no longer in the manifest). --all also deletes the
-    cluster's firewalls, placement groups, network and SSH keys, and asks you
+    node name (also one no longer in the manifest). A node's volumes are
+    detached and kept (provision attaches them to a new server of the node);
+    `--volume NODE/VOLUME` deletes one. --all also deletes the cluster's
+    volumes, firewalls, placement groups, network and SSH keys, and asks you
     to type the cluster name (or pass it with --confirm).
+
+    Whatever destroys data (the server of a stateful node: one with a volume
+    or a stateful app, or delete-protected; a volume) is shown as DATA LOSS
+    and refused unless --allow-data-loss is given and each such node's name
+    is typed back (or passed with --confirm NODE); --yes is not enough.
 
     \b
     Examples:
       nix-infra destroy worker003
       nix-infra --yes destroy worker003 worker004
+      nix-infra destroy db001 --allow-data-loss --confirm db001
+      nix-infra destroy --volume db001/pgdata --allow-data-loss --confirm db001
       nix-infra destroy --all --confirm demo
     """
-    from nix_infra.hetzner.apply import destroy
+    from nix_infra.hetzner.apply import apply_destroy, problems_error
+    from nix_infra.hetzner.model import read_actual
+    from nix_infra.hetzner.plan import destroy_plan
+    from nix_infra.hetzner.render import render_plan
 
-    if bool(nodes) == all_:
-        raise NixInfraError("say which servers to delete: `destroy NODE...` or `destroy --all`")
+    if not (nodes or volumes or all_) or (all_ and (nodes or volumes)):
+        raise NixInfraError("say what to delete: `destroy NODE...`, `destroy --volume NODE/VOLUME` or `destroy --all`")
     client, desired = opts.hetzner()
     console = progress_printer()
-    if all_:
-        if confirm_name is None:
-            if not sys.stdin.isatty():
-                raise NixInfraError(f"destroy --all needs confirmation: pass --confirm {desired.cluster}")
-            confirm_name = click.prompt(
-                f"This deletes every resource of cluster {desired.cluster}. Type the cluster name to confirm"
+    stateful = {
+        s.node: "the manifest marks it stateful: it holds a volume or a stateful app"
+        for s in desired.servers
+        if s.protect
+    }
+    pairs = [(ref.split("/")[0], ref.split("/")[1]) for ref in volumes]
+    p = destroy_plan(
+        desired.cluster, read_actual(client, desired.cluster), None if all_ else list(nodes), pairs, stateful
+    )
+    if opts.json_output:
+        click.echo(json.dumps({"plan": p.to_json()}, indent=2), err=True)
+    else:
+        render_plan(p, console)
+    if p.problems:
+        raise problems_error(p)
+    typed = list(confirm_names)
+    losers = sorted({str(c.fields.get("node")) for c in p.data_loss})
+    if p.data_loss and not allow_data_loss:
+        raise NixInfraError(
+            f"refused: {len(p.data_loss)} of these deletions destroy data for good "
+            f"({'; '.join(f'{c.kind} {c.name}: {c.data_loss}' for c in p.data_loss)}); nothing deleted. "
+            "If that is what you want, pass --allow-data-loss and type the node's name back "
+            f"(--confirm {' --confirm '.join(losers) if not all_ else desired.cluster})"
+        )
+
+    def typed_back(name: str, what: str) -> None:
+        if name in typed:
+            return
+        if typed:
+            raise NixInfraError(
+                f"confirmation {', '.join(map(repr, typed))} does not match {name}; {what}; nothing deleted"
             )
-        if confirm_name != desired.cluster:
-            raise NixInfraError(f"confirmation {confirm_name!r} does not match the cluster name; nothing deleted")
+        if not sys.stdin.isatty():
+            raise NixInfraError(f"{what} needs confirmation: pass --confirm {name}; nothing deleted")
+        answer = click.prompt(f"{what}. Type {name} to confirm", err=True)
+        if answer != name:
+            raise NixInfraError(f"confirmation {answer!r} does not match {name}; nothing deleted")
+
+    if all_:
+        typed_back(desired.cluster, f"This deletes every resource of cluster {desired.cluster}")
+    elif p.data_loss:
+        for node in losers:
+            typed_back(node, f"This destroys the data of node {node}")
     else:
         _confirm(opts, f"Delete the servers of {', '.join(nodes)} in cluster {desired.cluster}?")
-    deleted = destroy(client, desired.cluster, None if all_ else list(nodes), lambda m: console.print(m))
+    deleted = apply_destroy(client, p, lambda m: console.print(m))
+    gone = [c.name for c in p.of("delete", "volume")]
     if opts.json_output:
-        click.echo(json.dumps({"deleted_servers": deleted, "all": all_}))
+        click.echo(json.dumps({"deleted_servers": deleted, "deleted_volumes": gone, "all": all_}))
     else:
-        console.print(f"deleted {len(deleted)} server(s)" + (" and every other resource" if all_ else ""))
+        console.print(
+            f"deleted {len(deleted)} server(s) and {len(gone)} volume(s)"
+            + (" and every other resource" if all_ else "")
+        )
 
 
 def _deploy_options(

@@ -1,6 +1,7 @@
 """Per-node facts learned at provision time, and the cluster's pinned host keys.
 
-facts/<node>.json     {"node", "hostKey", "publicIpv4", "publicIpv6", "sshPort"}
+facts/<node>.json     {"node", "hostKey", "publicIpv4", "publicIpv6", "sshPort", "installed",
+                       "volumes": {<volume>: {"id", "linuxDevice"}} (only when the node has volumes)}
 facts/known_hosts     one line per node: "<hosts> <key> nix-infra:<node>"
 
 Host keys are generated on the operator's machine (cryptography's Ed25519),
@@ -15,8 +16,8 @@ import ipaddress
 import json
 import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -47,6 +48,21 @@ def generate_host_key() -> HostKey:
 
 
 @dataclass(frozen=True)
+class VolumeFact:
+    """A Hetzner volume of the node: its id (the device is /dev/disk/by-id/scsi-0HC_Volume_<id>)."""
+
+    id: int
+    linux_device: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "linuxDevice": self.linux_device}
+
+
+def volume_device(volume_id: int) -> str:
+    return f"/dev/disk/by-id/scsi-0HC_Volume_{volume_id}"
+
+
+@dataclass(frozen=True)
 class NodeFacts:
     node: str
     host_key: str
@@ -55,9 +71,11 @@ class NodeFacts:
     ssh_port: int = 22
     # False from provision until NixOS is installed (the host key is then the bootstrap one)
     installed: bool = True
+    # the node's Hetzner volumes by name (provision records them; the NixOS side mounts them)
+    volumes: Mapping[str, VolumeFact] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "node": self.node,
             "hostKey": self.host_key,
             "publicIpv4": self.public_ipv4,
@@ -65,6 +83,9 @@ class NodeFacts:
             "sshPort": self.ssh_port,
             "installed": self.installed,
         }
+        if self.volumes:
+            out["volumes"] = {name: v.to_json() for name, v in sorted(self.volumes.items())}
+        return out
 
     @classmethod
     def from_json(cls, data: object, node: str | None = None) -> NodeFacts:
@@ -98,6 +119,7 @@ class NodeFacts:
         installed = data.get("installed", True)
         if not isinstance(installed, bool):
             raise ValueError(f"installed: {installed!r} is not true or false")
+        volumes = _volumes(data.get("volumes", {}))
         return cls(
             node=name,
             host_key=host_key,
@@ -106,10 +128,30 @@ class NodeFacts:
             ssh_port=port,
             # absent means installed: a missing field must never get a server wiped
             installed=installed,
+            volumes=volumes,
         )
 
 
-FACT_FIELDS = ("node", "hostKey", "publicIpv4", "publicIpv6", "sshPort", "installed")
+def _volumes(data: object) -> dict[str, VolumeFact]:
+    """facts' `volumes`: name -> {id, linuxDevice}; the id ends up in a device path and a mount."""
+    if not isinstance(data, dict):
+        raise ValueError("volumes: expected an object of volume name -> {id, linuxDevice}")
+    out = {}
+    for name, v in data.items():
+        if not isinstance(name, str) or not is_dns_label(name):
+            raise ValueError(f"volumes: {name!r} is not a volume name ({DNS_LABEL_RULE})")
+        if not isinstance(v, dict) or sorted(v) != ["id", "linuxDevice"]:
+            raise ValueError(f"volumes.{name}: expected exactly the fields id, linuxDevice")
+        vid = v["id"]
+        if isinstance(vid, bool) or not isinstance(vid, int) or not 1 <= vid < 2**63:
+            raise ValueError(f"volumes.{name}.id: {vid!r} is not a volume id (a positive whole number)")
+        if v["linuxDevice"] != volume_device(vid):
+            raise ValueError(f"volumes.{name}.linuxDevice: {v['linuxDevice']!r} is not {volume_device(vid)!r}")
+        out[name] = VolumeFact(id=vid, linux_device=volume_device(vid))
+    return out
+
+
+FACT_FIELDS = ("node", "hostKey", "publicIpv4", "publicIpv6", "sshPort", "installed", "volumes")
 HOST_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [!-~]+)*")
 
 

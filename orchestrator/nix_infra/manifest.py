@@ -10,7 +10,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,6 +25,17 @@ OWNER_LABEL = "nix-infra/cluster"
 class PortSet:
     tcp: tuple[int, ...]
     udp: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One of a node's Hetzner volumes (lib's nodes.<n>.volumes.<name>)."""
+
+    name: str
+    size: int  # GB
+    mountpoint: str
+    filesystem: str
+    labels: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,9 @@ class Node:
     apps: tuple[str, ...]
     public_ports: PortSet
     private_ports: PortSet
+    # (defaults only for hand-made Nodes; the loader always sets both from the manifest)
+    volumes: Mapping[str, Volume] = field(default_factory=dict)
+    stateful: bool = False  # holds a volume or a stateful app: delete-protected, never destroyed by accident
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,7 @@ class App:
     protocol: str
     path: str
     health_check: HealthCheck
+    volume: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,13 @@ IMAGE = re.compile(r"[^\x00-\x1f\x7f]{1,255}")  # a name the cloud API looks up:
 URL_PATH = re.compile(r"/[!-~]*")  # printable ASCII, no spaces: it ends up in proxy and health-check configs
 ENV_PREFIX = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 SYSTEM_ATTR = re.compile(r"nixosConfigurations\.[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+MOUNTPOINT = re.compile(r"(?!/(nix|boot|etc|run|proc|sys|dev|tmp)(/|$))(/[A-Za-z0-9_][A-Za-z0-9._-]*)+")
+MOUNTPOINT_RULE = (
+    "a normalised absolute path such as /var/lib/postgresql (at most 255 characters), "
+    "not / and not /nix, /boot, /etc, /run, /proc, /sys, /dev, /tmp or under them"
+)
+VOLUME_SIZE_MIN, VOLUME_SIZE_MAX = 10, 10240  # GB, Hetzner's limits
+FILESYSTEMS = ("ext4", "xfs")
 ENDPOINT = re.compile(rf"https://{_OCTET}(\.{_OCTET}){{3}}:[0-9]{{1,5}}")
 INITIAL_CLUSTER = re.compile(
     rf"([a-z]([-a-z0-9]{{0,61}}[a-z0-9])?=https://{_OCTET}(\.{_OCTET}){{3}}:[0-9]{{1,5}})"
@@ -172,11 +194,12 @@ NETWORK_FIELDS = ("ipRange", "subnet", "gateway", "zone")
 ETCD_FIELDS = ("endpoints", "initialCluster", "members", "clientPort", "peerPort")
 NODE_FIELDS = (
     "name", "type", "location", "serverType", "image", "privateIp", "labels", "system",
-    "credentials", "credentialUnits", "wave", "consumes", "firewall", "apps",
+    "credentials", "credentialUnits", "wave", "consumes", "firewall", "apps", "volumes", "stateful",
 )  # fmt: skip
+VOLUME_FIELDS = ("size", "mountpoint", "filesystem", "labels")
 APP_FIELDS = (
     "name", "group", "port", "publish", "nodes", "envPrefix", "image", "unit",
-    "secrets", "protocol", "path", "healthCheck",
+    "secrets", "protocol", "path", "healthCheck", "volume",
 )  # fmt: skip
 HEALTH_FIELDS = ("type", "path", "command", "intervalSeconds", "timeoutSeconds")
 
@@ -321,6 +344,20 @@ def _admin_cidr(f: _Field) -> str:
     return value
 
 
+def _volume(key: str, f: _Field) -> Volume:
+    f.obj(VOLUME_FIELDS)
+    mountpoint = f.at("mountpoint").string(MOUNTPOINT, MOUNTPOINT_RULE)
+    if len(mountpoint) > 255:
+        f.at("mountpoint").fail(MOUNTPOINT_RULE)
+    return Volume(
+        name=key,
+        size=f.at("size").integer(VOLUME_SIZE_MIN, VOLUME_SIZE_MAX),
+        mountpoint=mountpoint,
+        filesystem=f.at("filesystem").enum(FILESYSTEMS),
+        labels=_labels(f.at("labels")),
+    )
+
+
 def _node(key: str, f: _Field) -> Node:
     f.obj(NODE_FIELDS)
     name = f.at("name").string(DNS_LABEL, DNS_LABEL_RULE)
@@ -336,6 +373,16 @@ def _node(key: str, f: _Field) -> Node:
     system = f.at("system").string(SYSTEM_ATTR, "nixosConfigurations.<node name>")
     fw = f.at("firewall")
     fw.obj(("public", "private"))
+    volumes_field = f.at("volumes")
+    volumes_field.names(DNS_LABEL, DNS_LABEL_RULE)
+    volumes = {k: _volume(k, v) for k, v in sorted(volumes_field.items())}
+    mounts = [v.mountpoint for v in volumes.values()]
+    for v in volumes.values():
+        if mounts.count(v.mountpoint) > 1:
+            volumes_field.at(v.name).at("mountpoint").fail("a mountpoint of this volume alone (another volume has it)")
+    stateful = f.at("stateful")
+    if not isinstance(stateful.value, bool):
+        stateful.fail("true or false")
     return Node(
         name=name,
         type=f.at("type").enum(NODE_TYPES),
@@ -352,6 +399,8 @@ def _node(key: str, f: _Field) -> Node:
         apps=f.at("apps").strings(DNS_LABEL, DNS_LABEL_RULE, unique=True),
         public_ports=_ports(fw.at("public")),
         private_ports=_ports(fw.at("private")),
+        volumes=volumes,
+        stateful=stateful.value,
     )
 
 
@@ -382,6 +431,7 @@ def _app(key: str, f: _Field) -> App:
         protocol=f.at("protocol").enum(("http", "tcp")),
         path=f.at("path").string(URL_PATH, "a URL path starting with '/' (printable ASCII, no spaces)"),
         health_check=health,
+        volume=f.at("volume").optional_string(DNS_LABEL, f"a volume name ({DNS_LABEL_RULE}), or null"),
     )
 
 
@@ -478,6 +528,15 @@ def parse_manifest(data: Any) -> Manifest:
         _refs(f.at("credentials"), node.credentials, dict.fromkeys(secrets), "secrets")
     for name, app in apps.items():
         _refs(apps_field.at(name).at("nodes"), app.nodes, nodes, "nodes")
+        if app.volume is not None:
+            vf = apps_field.at(name).at("volume")
+            if len(app.nodes) != 1:
+                vf.fail(f"allowed on an app placed on more than one node ({', '.join(app.nodes)})")
+            if app.volume not in nodes[app.nodes[0]].volumes:
+                vf.fail(f"a volume of node {app.nodes[0]} ({', '.join(nodes[app.nodes[0]].volumes) or 'none'})")
+    for name, node in nodes.items():
+        if node.volumes and not node.stateful:
+            raise NixInfraError(f"manifest: nodes.{name}.stateful: is false, but the node has volumes; it must be true")
     return Manifest(
         version=version,
         cluster=cluster,

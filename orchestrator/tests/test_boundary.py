@@ -124,6 +124,10 @@ def test_a_manifest_node_named_like_a_path_writes_nothing_outside_the_repo(
     assert not (repo / "pki/nodes").exists()
 
 
+def _vol(**kw: Any) -> dict[str, Any]:
+    return {"size": 10, "mountpoint": "/srv/data", "filesystem": "ext4", "labels": {}} | kw
+
+
 BAD_MANIFESTS = {
     "node name with a slash": lambda m: m["nodes"].update({"a/b": m["nodes"]["worker001"]}),
     "node name with a final newline": lambda m: m["nodes"].update({"w\n": m["nodes"]["worker001"]}),
@@ -171,6 +175,20 @@ BAD_MANIFESTS = {
     "duplicate secret": lambda m: m.update(secrets=["api-token", "api-token"]),
     "empty nodes": lambda m: m.update(nodes={}),
     "labels not an object": lambda m: m["nodes"]["worker001"].update(labels=[]),
+    "volume too small": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(size=9)}),
+    "volume too large": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(size=10241)}),
+    "volume mounted at /": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(mountpoint="/")}),
+    "volume under /nix": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(mountpoint="/nix/store")}),
+    "volume at /etc": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(mountpoint="/etc")}),
+    "volume with ..": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(mountpoint="/srv/../etc")}),
+    "volume mountpoint with a newline": lambda m: m["nodes"]["worker001"].update(
+        volumes={"d": _vol(mountpoint="/srv\n")}
+    ),
+    "volume filesystem btrfs": lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol(filesystem="btrfs")}),
+    "volume name uppercase": lambda m: m["nodes"]["worker001"].update(volumes={"D": _vol()}),
+    "volume unknown field": lambda m: m["nodes"]["worker001"].update(volumes={"d": {**_vol(), "id": 1}}),
+    "stateful as a string": lambda m: m["nodes"]["worker001"].update(stateful="yes"),
+    "app volume not a label": lambda m: m["apps"]["api"].update(volume="../d"),
 }
 
 
@@ -223,6 +241,18 @@ def test_the_loader_checks_references_the_schema_cannot(example_manifest: dict[s
         (lambda m: m["nodes"]["worker001"].update(name="other"), r"nodes\.worker001\.name"),
         (lambda m: m.update(secrets=[]), r"nodes\.worker001\.credentials\[0\]: 'api-token' is not one of"),
         (lambda m: m["network"].update(ipRange="10.10.0.1/16"), r"network\.ipRange: .* without host bits"),
+        (
+            lambda m: m["apps"]["api"].update(volume="data"),
+            r"apps\.api\.volume: 'data' is not a volume of node worker001",
+        ),
+        (
+            lambda m: m["nodes"]["worker001"].update(volumes={"d": _vol()}, stateful=False),
+            r"nodes\.worker001\.stateful: is false, but the node has volumes",
+        ),
+        (
+            lambda m: m["nodes"]["worker001"].update(volumes={"a": _vol(), "b": _vol()}, stateful=True),
+            r"nodes\.worker001\.volumes\.a\.mountpoint: '/srv/data' is not a mountpoint of this volume alone",
+        ),
     ]
     for mutate, message in cases:
         m = copy.deepcopy(example_manifest)

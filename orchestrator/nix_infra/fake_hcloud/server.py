@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from nix_infra.fake_hcloud.state import ApiError, FakeState, Faults, Json, ServerHooks
 
-KINDS = ("servers", "networks", "firewalls", "placement_groups", "ssh_keys")
+KINDS = ("servers", "networks", "firewalls", "placement_groups", "ssh_keys", "volumes")
 RATE_LIMIT = 3600
 
 
@@ -194,6 +194,7 @@ class FakeHcloud:
             "firewalls": s.create_firewall,
             "placement_groups": s.create_placement_group,
             "ssh_keys": s.create_ssh_key,
+            "volumes": s.create_volume,
         }
         if rid is None:
             if method == "GET":
@@ -214,6 +215,8 @@ class FakeHcloud:
                     s.delete_firewall(rid)
                 elif kind == "placement_groups":
                     s.delete_placement_group(rid)
+                elif kind == "volumes":
+                    s.delete_volume(rid)
                 else:
                     s.ssh_keys.pop(s.get("ssh_keys", rid)["id"])
                 return 204, None
@@ -224,6 +227,8 @@ class FakeHcloud:
                 return 201, s.firewall_action(rid, sub, body)
             if kind == "networks":
                 return 201, s.network_action(rid, sub, body)
+            if kind == "volumes":
+                return 201, s.volume_action(rid, sub, body)
         raise ApiError("not_found", f"no route {method} {path}")
 
     def _page(

@@ -26,12 +26,14 @@ STATUS = {
     "json_error": 400,
     "unauthorized": 401,
     "forbidden": 403,
+    "protected": 403,
     "resource_limit_exceeded": 403,
     "not_found": 404,
     "uniqueness_error": 409,
     "conflict": 409,
     "ip_not_available": 409,
     "server_already_attached": 409,
+    "volume_already_attached": 409,
     "firewall_already_applied": 409,
     "firewall_already_removed": 409,
     "placement_error": 412,
@@ -67,6 +69,8 @@ SERVER_TYPES = {  # name: (cores, memory GB, disk GB, architecture)
 }
 IMAGES = ["debian-12", "debian-13", "ubuntu-22.04", "ubuntu-24.04"]
 SPREAD_LIMIT = 10
+VOLUME_SIZE_MIN, VOLUME_SIZE_MAX = 10, 10240  # GB
+VOLUME_FORMATS = ("ext4", "xfs")
 # used with fullmatch only: `^...$` with match would take "name\n"
 LABEL_KEY = re.compile(
     r"(([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
@@ -168,6 +172,7 @@ class FakeState:
         self.firewalls: dict[int, Json] = {}
         self.placement_groups: dict[int, Json] = {}
         self.ssh_keys: dict[int, Json] = {}
+        self.volumes: dict[int, Json] = {}
         self.actions: dict[int, Json] = {}
 
     # ---- helpers ---------------------------------------------------------------------------
@@ -181,6 +186,7 @@ class FakeState:
             "firewalls": self.firewalls,
             "placement_groups": self.placement_groups,
             "ssh_keys": self.ssh_keys,
+            "volumes": self.volumes,
             "actions": self.actions,
         }
         return collections[kind]
@@ -281,6 +287,7 @@ class FakeState:
             out["placement_group"] = (
                 self.render("placement_groups", self.placement_groups[pg]) if pg in self.placement_groups else None
             )
+            out["volumes"] = sorted(v["id"] for v in self.volumes.values() if v["server"] == res["id"])
         elif kind == "firewalls":
             out["applied_to"] = []
             for target in res["applied_to"]:
@@ -655,10 +662,15 @@ class FakeState:
 
     def delete_server(self, sid: Any) -> Json:
         server = self.get("servers", sid)
+        if server["protection"]["delete"]:
+            raise ApiError("protected", "server is delete protected; disable the protection first")
         server["status"] = "deleting"
 
         def gone() -> None:
             self.servers.pop(server["id"], None)
+            for volume in self.volumes.values():  # Hetzner detaches volumes, never deletes them
+                if volume["server"] == server["id"]:
+                    volume["server"] = None
             if self.hooks:
                 self.hooks.delete(server)
             for fw in self.firewalls.values():
@@ -722,6 +734,19 @@ class FakeState:
                 raise ApiError("invalid_input", "server is not attached to the network")
             server["private_net"] = [p for p in server["private_net"] if p["network"] != network["id"]]
             act = self.action("detach_from_network", [(server["id"], "server"), (network["id"], "network")])
+        elif command == "change_protection":
+            delete, rebuild = body.get("delete"), body.get("rebuild")
+            for value in (delete, rebuild):
+                if value is not None and not isinstance(value, bool):
+                    raise ApiError("invalid_input", "delete and rebuild must be booleans")
+            new = {
+                "delete": server["protection"]["delete"] if delete is None else delete,
+                "rebuild": server["protection"]["rebuild"] if rebuild is None else rebuild,
+            }
+            if new["delete"] != new["rebuild"]:  # the API's rule: both change together
+                raise ApiError("invalid_input", "delete and rebuild protection must have the same value")
+            server["protection"] = new
+            act = self.action("change_protection", [(server["id"], "server")])
         elif command in ("poweron", "poweroff", "shutdown", "reboot", "reset"):
             status = "running" if command in ("poweron", "reboot", "reset") else "off"
 
@@ -736,3 +761,132 @@ class FakeState:
         else:
             raise ApiError("not_found", f"unknown server action {command}")
         return {"action": public(act)}
+
+    # ---- volumes -----------------------------------------------------------------------------
+    def _volume_size(self, size: Any) -> int:
+        if isinstance(size, bool) or not isinstance(size, int) or not VOLUME_SIZE_MIN <= size <= VOLUME_SIZE_MAX:
+            raise ApiError(
+                "invalid_input",
+                f"invalid input in field 'size': size must be between {VOLUME_SIZE_MIN} and {VOLUME_SIZE_MAX} GB",
+                {"fields": [{"name": "size", "messages": ["size out of range"]}]},
+            )
+        return size
+
+    def _attach_volume(self, volume: Json, server: Json) -> None:
+        if volume["server"] is not None:
+            raise ApiError("volume_already_attached", "volume is already attached to a server, detach first")
+        if server["location"]["name"] != volume["location"]["name"]:
+            raise ApiError("invalid_input", "server and volume must be in the same location")
+        volume["server"] = server["id"]
+
+    def create_volume(self, body: Json) -> Json:
+        name = self.unique_name("volumes", body.get("name"))
+        if not HOSTNAME.fullmatch(name) or len(name) > 64:
+            raise ApiError("invalid_input", "invalid input in field 'name'")
+        size = self._volume_size(body.get("size"))
+        fmt = body.get("format")
+        if fmt is not None and fmt not in VOLUME_FORMATS:
+            raise ApiError("invalid_input", f"invalid input in field 'format': one of {', '.join(VOLUME_FORMATS)}")
+        automount = body.get("automount", False)
+        if not isinstance(automount, bool):
+            raise ApiError("invalid_input", "invalid input in field 'automount'")
+        location, server = body.get("location"), body.get("server")
+        if (location is None) == (server is None):
+            raise ApiError("invalid_input", "exactly one of location and server must be given")
+        target = self.get("servers", server) if server is not None else None
+        loc = target["location"]["name"] if target is not None else location
+        if loc not in LOCATIONS:
+            raise ApiError("invalid_input", f"location {loc!r} not found")
+        labels = check_labels(body.get("labels"))
+        vid = self.next_id()
+        zone, country, city = LOCATIONS[loc]
+        volume: Json = {
+            "id": vid,
+            "created": now_iso(),
+            "name": name,
+            "server": None,
+            "location": {
+                "id": list(LOCATIONS).index(loc) + 1,
+                "name": loc,
+                "description": city,
+                "country": country,
+                "city": city,
+                "latitude": 0.0,
+                "longitude": 0.0,
+                "network_zone": zone,
+            },
+            "size": size,
+            "linux_device": f"/dev/disk/by-id/scsi-0HC_Volume_{vid}",
+            "protection": {"delete": False},
+            "labels": labels,
+            "status": "creating",
+            "format": fmt,
+        }
+        self.volumes[vid] = volume
+
+        def available() -> None:
+            volume["status"] = "available"
+
+        def failed() -> None:
+            self.volumes.pop(vid, None)
+
+        act = self.action("create_volume", [(vid, "volume")], available, failed)
+        next_actions = []
+        if target is not None:
+            self._attach_volume(volume, target)
+            next_actions.append(self.action("attach_volume", [(vid, "volume"), (target["id"], "server")]))
+        return {
+            "volume": self.render("volumes", volume),
+            "action": public(act),
+            "next_actions": [public(a) for a in next_actions],
+        }
+
+    def volume_action(self, vid: Any, command: str, body: Json) -> Json:
+        volume = self.get("volumes", vid)
+        if self.locked(volume["id"], "volume"):
+            raise ApiError("locked", "volume is locked by a running action")
+        if command == "attach":
+            server = self.get("servers", body.get("server"))
+            self._attach_volume(volume, server)
+
+            def undo() -> None:
+                volume["server"] = None
+
+            act = self.action("attach_volume", [(volume["id"], "volume"), (server["id"], "server")], on_error=undo)
+        elif command == "detach":
+            if volume["server"] is None:
+                raise ApiError("invalid_input", "volume is not attached to a server")
+            sid = volume["server"]
+            volume["server"] = None
+            act = self.action("detach_volume", [(volume["id"], "volume"), (sid, "server")])
+        elif command == "resize":
+            size = self._volume_size(body.get("size"))
+            if size <= volume["size"]:
+                raise ApiError(
+                    "invalid_input",
+                    f"invalid input in field 'size': a volume can only grow (it has {volume['size']} GB)",
+                    {"fields": [{"name": "size", "messages": ["size must be larger than the current size"]}]},
+                )
+
+            def grown() -> None:
+                volume["size"] = size
+
+            act = self.action("resize_volume", [(volume["id"], "volume")], grown)
+        elif command == "change_protection":
+            delete = body.get("delete")
+            if delete is not None and not isinstance(delete, bool):
+                raise ApiError("invalid_input", "delete must be a boolean")
+            if delete is not None:
+                volume["protection"] = {"delete": delete}
+            act = self.action("change_protection", [(volume["id"], "volume")])
+        else:
+            raise ApiError("not_found", f"unknown volume action {command}")
+        return {"action": public(act)}
+
+    def delete_volume(self, vid: Any) -> None:
+        volume = self.get("volumes", vid)
+        if volume["protection"]["delete"]:
+            raise ApiError("protected", "volume is delete protected; disable the protection first")
+        if volume["server"] is not None:
+            raise ApiError("resource_in_use", "volume is attached to a server, detach it first")
+        del self.volumes[volume["id"]]

@@ -1,8 +1,10 @@
 """Carrying out a plan against the Hetzner Cloud API, and destroying.
 
 Order: SSH keys, network, placement groups, firewalls, new servers (all
-created, then all attached to the network with their manifest IP), changes to
-existing servers, then deletions. Every action is polled to completion; a
+created, then all attached to the network with their manifest IP, then
+protected if stateful), changes to existing servers, volumes (created in the
+node's location, delete-protected, then attached; grown, relabelled,
+protected, attached), then deletions. Every action is polled to completion; a
 failed one is reported with the resource name and Hetzner's error code. If a
 run dies half-way, the next plan starts from what exists, so a re-run finishes
 the job without duplicates (servers are matched by their node label).
@@ -25,9 +27,10 @@ from hcloud.placement_groups import PlacementGroup
 from hcloud.server_types import ServerType
 from hcloud.servers import BoundServer, Server, ServerCreatePublicNetwork
 from hcloud.ssh_keys import SSHKey
+from hcloud.volumes import Volume
 
 from nix_infra.errors import NixInfraError
-from nix_infra.facts import FactsStore, HostKey, NodeFacts, generate_host_key
+from nix_infra.facts import FactsStore, HostKey, NodeFacts, VolumeFact, generate_host_key, volume_device
 from nix_infra.hetzner.client import api_errors, wait_for
 from nix_infra.hetzner.model import Actual, Desired, Rule, read_actual
 from nix_infra.hetzner.plan import Change, Plan
@@ -144,6 +147,10 @@ class Applier:
             actual = read_actual(self.client, self.desired.cluster)
             self._create_servers(plan.of("create", "server"), actual)
             self._update_servers(plan.of("update", "server"), actual)
+        if plan.of("create", "volume") or plan.of("update", "volume"):
+            actual = read_actual(self.client, self.desired.cluster)  # the servers just created
+            self._create_volumes(plan.of("create", "volume"), actual)
+            self._update_volumes(plan.of("update", "volume"), actual)
 
         for c in plan.of("delete", "firewall"):
             delete_firewall(self.client, c.name, c.rid, self.progress)
@@ -264,6 +271,17 @@ class Applier:
         _wait_all(attach)
         for c, _ in created:
             self.progress(f"+ server {c.name} running, private IP {c.fields['private_ip']}")
+        protect = []
+        for c, server in created:
+            if c.fields.get("protect"):
+                with api_errors(f"server {c.name}"):
+                    protect.append(
+                        (f"server {c.name}", self.client.servers.change_protection(server, delete=True, rebuild=True))
+                    )
+        _wait_all(protect)
+        for c, _ in created:
+            if c.fields.get("protect"):
+                self.progress(f"~ server {c.name}: delete and rebuild protection on (stateful)")
 
     def _record_key(self, node: str, key: HostKey) -> None:
         if self.facts is not None:
@@ -317,6 +335,16 @@ class Applier:
                     self.client.servers.update(
                         server, name=c.name, labels=c.fields["labels"][1] if "labels" in c.fields else None
                     )
+                if "protection" in c.fields:
+                    want = c.fields["protection"][1]
+                    pending.append(
+                        (
+                            what,
+                            self.client.servers.change_protection(
+                                server, delete=want["delete"], rebuild=want["rebuild"]
+                            ),
+                        )
+                    )
                 if "private_ip" in c.fields:
                     old, new = c.fields["private_ip"]
                     if old is not None:
@@ -326,6 +354,84 @@ class Applier:
                     )
             self.progress(f"~ server {c.name}: {', '.join(c.fields)}")
         _wait_all(pending)
+
+    def _server_id(self, actual: Actual, node: str, what: str) -> int:
+        server = next((s for s in actual.servers if s.node == node), None)
+        if server is None:
+            raise NixInfraError(f"{what}: node {node} has no server to attach it to; re-run provision")
+        return server.id
+
+    def _create_volumes(self, creates: list[Change], actual: Actual) -> None:
+        """Create each volume in its node's location, protect it, then attach it (a cut-off run
+        leaves a labelled volume the next plan finds: protected and attached then, never made twice)."""
+        if not creates:
+            return
+        created: list[tuple[Change, int]] = []
+        pending: list[tuple[str, BoundAction]] = []
+        for c in creates:
+            f = c.fields
+            what = f"volume {c.name}"
+            with api_errors(what):
+                resp = self.client.volumes.create(
+                    size=f["size"],
+                    name=c.name,
+                    labels=dict(f["labels"]),  # type: ignore[arg-type]
+                    location=Location(name=f["location"]),
+                    automount=False,
+                    format=f["format"],
+                )
+            vid = resp.volume.id
+            if vid is None:
+                raise NixInfraError(f"{what}: the Hetzner API answered a volume without an id")
+            created.append((c, vid))
+            pending += [(what, resp.action), *((what, a) for a in resp.next_actions or [])]
+            self.progress(f"+ volume {c.name} ({f['size']} GB {f['format']}, {f['location']}) requested")
+        _wait_all(pending)
+        protect = []
+        for c, vid in created:
+            with api_errors(f"volume {c.name}"):
+                protect.append((f"volume {c.name}", self.client.volumes.change_protection(Volume(id=vid), delete=True)))
+        _wait_all(protect)
+        attach = []
+        for c, vid in created:
+            what = f"volume {c.name}"
+            server_id = self._server_id(actual, c.fields["node"], what)
+            with api_errors(what):
+                attach.append((what, self.client.volumes.attach(Volume(id=vid), Server(id=server_id), automount=False)))
+        _wait_all(attach)
+        for c, vid in created:
+            self.progress(f"+ volume {c.name} (id {vid}) delete-protected, attached to {c.fields['server']}")
+
+    def _update_volumes(self, updates: list[Change], actual: Actual) -> None:
+        pending: list[tuple[str, BoundAction]] = []
+        for c in updates:
+            what = f"volume {c.name}"
+            volume = Volume(id=c.rid)
+            with api_errors(what):
+                if "labels" in c.fields or "name" in c.fields:
+                    self.client.volumes.update(
+                        volume, name=c.name, labels=c.fields["labels"][1] if "labels" in c.fields else None
+                    )
+                if "protection" in c.fields:
+                    pending.append((what, self.client.volumes.change_protection(volume, delete=True)))
+                if "size" in c.fields:
+                    pending.append((what, self.client.volumes.resize(volume, c.fields["size"][1])))
+                if "server" in c.fields:
+                    node = next(d.node for d in self.desired.volumes if d.name == c.name)
+                    server = Server(id=self._server_id(actual, node, what))
+                    pending.append((what, self.client.volumes.attach(volume, server, automount=False)))
+            self.progress(f"~ volume {c.name}: {', '.join(c.fields)}")
+        _wait_all(pending)
+
+
+def volume_facts(desired: Desired, actual: Actual) -> dict[str, dict[str, VolumeFact]]:
+    """Each desired node's volumes as the cloud has them: node -> volume -> {id, device}."""
+    wanted = {(d.node, d.volume) for d in desired.volumes}
+    out: dict[str, dict[str, VolumeFact]] = {d.node: {} for d in desired.servers}
+    for v in actual.volumes:
+        if v.node is not None and v.volume is not None and (v.node, v.volume) in wanted:
+            out.setdefault(v.node, {})[v.volume] = VolumeFact(id=v.id, linux_device=volume_device(v.id))
+    return out
 
 
 def complete_facts(facts: FactsStore, desired: Desired, actual: Actual, progress: Progress) -> list[str]:
@@ -345,6 +451,13 @@ def complete_facts(facts: FactsStore, desired: Desired, actual: Actual, progress
         elif known.public_ipv4 is not None and not facts.is_pinned(known):
             facts.write(known)  # a run written by an older nix-infra was cut off before pinning
             progress(f"~ known_hosts: pinned {server.node}")
+    # every volume's id, for the NixOS side (/dev/disk/by-id/scsi-0HC_Volume_<id>)
+    for node, volumes in volume_facts(desired, actual).items():
+        known = facts.read(node)
+        if known is not None and dict(known.volumes) != volumes:
+            facts.write(replace(known, volumes=volumes))
+            shown = ", ".join(f"{name} id {v.id}" for name, v in sorted(volumes.items())) or "none"
+            progress(f"~ facts of {node}: volumes {shown}")
     return unknown
 
 
@@ -369,49 +482,61 @@ def delete_firewall(client: Client, name: str, fid: int, progress: Progress) -> 
     progress(f"- firewall {name}")
 
 
-def destroy(client: Client, cluster: str, nodes: list[str] | None, progress: Progress) -> list[str]:
-    """Delete the servers of `nodes` (by node label), or with None everything the cluster owns.
-
-    Returns the names of the deleted servers.
-    """
-    actual = read_actual(client, cluster)
-    if nodes is not None:
-        by_node = {s.node: s for s in actual.servers}
-        missing = [n for n in nodes if n not in by_node]
-        if missing:
-            raise NixInfraError(
-                f"no server of cluster {cluster} carries node {', '.join(missing)}; "
-                f"its servers are: {', '.join(sorted(s.node or s.name for s in actual.servers)) or 'none'}"
-            )
-        victims = [by_node[n] for n in nodes]
-    else:
-        victims = list(actual.servers)
+def apply_destroy(client: Client, plan: Plan, progress: Progress) -> list[str]:
+    """Carry out a destroy plan (plan.destroy_plan): protection off, then servers (their volumes
+    are detached by Hetzner and kept), then volumes (detached, deleted), then with --all the rest.
+    Resumable: a re-run plans from what is left. Returns the names of the deleted servers."""
+    if plan.problems:
+        raise problems_error(plan)
+    servers = plan.of("delete", "server")
+    volumes = plan.of("delete", "volume")
+    unprotect = []
+    for c in servers:
+        if c.fields.get("protected"):
+            with api_errors(f"server {c.name}"):
+                unprotect.append(
+                    (
+                        f"server {c.name}",
+                        client.servers.change_protection(Server(id=c.rid), delete=False, rebuild=False),
+                    )
+                )
+    for c in volumes:
+        if c.fields.get("protected"):
+            with api_errors(f"volume {c.name}"):
+                unprotect.append((f"volume {c.name}", client.volumes.change_protection(Volume(id=c.rid), delete=False)))
+    _wait_all(unprotect)
     pending = []
-    for s in victims:
-        with api_errors(f"server {s.name}"):
-            pending.append((f"server {s.name}", client.servers.delete(Server(id=s.id))))
+    for c in servers:
+        with api_errors(f"server {c.name}"):
+            pending.append((f"server {c.name}", client.servers.delete(Server(id=c.rid))))
     _wait_all(pending)
-    for s in victims:
-        progress(f"- server {s.name}")
-    if nodes is None:
-        for f in actual.firewalls:
-            delete_firewall(client, f.name, f.id, progress)
-        ours = {s.id for s in actual.servers}
-        for g in actual.placement_groups:
-            others = [i for i in g.server_ids if i not in ours]
-            if others:  # deleting it would take it from servers that are not ours
-                progress(f"  placement group {g.name} kept: it holds {len(others)} server(s) of others")
-                continue
-            with api_errors(f"placement group {g.name}"):
-                client.placement_groups.delete(PlacementGroup(id=g.id))
-            progress(f"- placement group {g.name}")
-        for n in actual.networks:
-            with api_errors(f"network {n.name}"):
-                client.networks.delete(Network(id=n.id))
-            progress(f"- network {n.name}")
-        for k in actual.ssh_keys:
-            if dict(k.labels).get("nix-infra/cluster") == cluster:
-                with api_errors(f"ssh key {k.name}"):
-                    client.ssh_keys.delete(SSHKey(id=k.id))
-                progress(f"- ssh key {k.name}")
-    return [s.name for s in victims]
+    for c in servers:
+        progress(f"- server {c.name}")
+    detach = []
+    for c in volumes:
+        with api_errors(f"volume {c.name}"):
+            current = client.volumes.get_by_id(c.rid)
+            if current.server is not None:
+                detach.append((f"volume {c.name}", client.volumes.detach(current)))
+    _wait_all(detach)
+    for c in volumes:
+        with api_errors(f"volume {c.name}"):
+            client.volumes.delete(Volume(id=c.rid))
+        progress(f"- volume {c.name} ({c.fields.get('size')} GB, its data is gone)")
+    for c in plan.of("delete", "firewall"):
+        delete_firewall(client, c.name, c.rid, progress)
+    for c in plan.of("delete", "placement_group"):
+        with api_errors(f"placement group {c.name}"):
+            client.placement_groups.delete(PlacementGroup(id=c.rid))
+        progress(f"- placement group {c.name}")
+    for c in plan.of("delete", "network"):
+        with api_errors(f"network {c.name}"):
+            client.networks.delete(Network(id=c.rid))
+        progress(f"- network {c.name}")
+    for c in plan.of("delete", "ssh_key"):
+        with api_errors(f"ssh key {c.name}"):
+            client.ssh_keys.delete(SSHKey(id=c.rid))
+        progress(f"- ssh key {c.name}")
+    for note in plan.notes:
+        progress(f"  {note}")
+    return [c.name for c in servers]

@@ -99,6 +99,21 @@ class DesiredServer:
     location: str
     labels: Labels
     private_ip: str
+    protect: bool = False  # a stateful node: delete and rebuild protection
+
+
+@dataclass(frozen=True)
+class DesiredVolume:
+    """A node's Hetzner volume: <cluster>-<node>-<volume>, always delete-protected."""
+
+    name: str
+    node: str
+    volume: str
+    server: str  # the node's server name
+    size: int
+    location: str
+    filesystem: str
+    labels: Labels
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,7 @@ class Desired:
     network: DesiredNetwork
     firewalls: tuple[DesiredFirewall, ...]
     servers: tuple[DesiredServer, ...]
+    volumes: tuple[DesiredVolume, ...] = ()
 
     @property
     def selector(self) -> str:
@@ -118,6 +134,15 @@ class Desired:
 def server_name(cluster: str, node: str) -> str:
     """Servers are named <cluster>-<node>, so two clusters can share a project."""
     return f"{cluster}-{node}"
+
+
+def volume_name(cluster: str, node: str, volume: str) -> str:
+    """Volumes are named <cluster>-<node>-<volume> (lib checks the length)."""
+    return f"{cluster}-{node}-{volume}"
+
+
+VOLUME_LABEL = "nix-infra/volume"
+NODE_LABEL = "nix-infra/node"
 
 
 def placement_group_name(cluster: str, index: int) -> str:
@@ -173,8 +198,23 @@ def desired_state(m: Manifest) -> Desired:
                 location=node.location,
                 labels=labels_tuple(node.labels),
                 private_ip=node.private_ip,
+                protect=node.stateful,
             )
         )
+    volumes = [
+        DesiredVolume(
+            name=volume_name(m.cluster, node.name, v.name),
+            node=node.name,
+            volume=v.name,
+            server=server_name(m.cluster, node.name),
+            size=v.size,
+            location=node.location,
+            filesystem=v.filesystem,
+            labels=labels_tuple(v.labels),
+        )
+        for node in m.nodes.values()
+        for v in node.volumes.values()
+    ]
     return Desired(
         cluster=m.cluster,
         owner=owner,
@@ -184,6 +224,7 @@ def desired_state(m: Manifest) -> Desired:
         ),
         firewalls=tuple(firewalls),
         servers=tuple(sorted(servers, key=lambda s: s.name)),
+        volumes=tuple(sorted(volumes, key=lambda v: v.name)),
     )
 
 
@@ -238,10 +279,32 @@ class ActualServer:
     placement_group_id: int | None
     public_ipv4: str | None = None
     public_ipv6: str | None = None
+    protect_delete: bool = False
+    protect_rebuild: bool = False
 
     @property
     def node(self) -> str | None:
-        return dict(self.labels).get("nix-infra/node")
+        return dict(self.labels).get(NODE_LABEL)
+
+
+@dataclass(frozen=True)
+class ActualVolume:
+    id: int
+    name: str
+    size: int
+    location: str
+    server_id: int | None
+    labels: Labels
+    protect_delete: bool
+    linux_device: str | None
+
+    @property
+    def node(self) -> str | None:
+        return dict(self.labels).get(NODE_LABEL)
+
+    @property
+    def volume(self) -> str | None:
+        return dict(self.labels).get(VOLUME_LABEL)
 
 
 @dataclass(frozen=True)
@@ -254,6 +317,7 @@ class Actual:
     placement_groups: tuple[ActualPlacementGroup, ...]  # owned
     servers: tuple[ActualServer, ...]  # owned
     foreign_names: frozenset[tuple[str, str]]  # (kind, name) held by resources we do not own
+    volumes: tuple[ActualVolume, ...] = ()  # owned
 
 
 def _id(value: int | None) -> int:
@@ -351,6 +415,33 @@ def _read_actual(client: Client, cluster: str) -> Actual:
                 placement_group_id=s.placement_group.id if s.placement_group else None,
                 public_ipv4=s.public_net.ipv4.ip if s.public_net and s.public_net.ipv4 else None,
                 public_ipv6=s.public_net.ipv6.ip if s.public_net and s.public_net.ipv6 else None,
+                protect_delete=bool(s.protection["delete"]) if s.protection else False,
+                protect_rebuild=bool(s.protection["rebuild"]) if s.protection else False,
             )
         )
-    return Actual(tuple(keys), tuple(networks), tuple(firewalls), tuple(groups), tuple(servers), frozenset(foreign))
+    volumes = []
+    for v in client.volumes.get_all():
+        if not _owned(v.labels, cluster):
+            foreign.add(("volume", _str(v.name)))
+            continue
+        volumes.append(
+            ActualVolume(
+                id=_id(v.id),
+                name=_str(v.name),
+                size=v.size or 0,
+                location=_str(v.location.name) if v.location else "",
+                server_id=v.server.id if v.server else None,
+                labels=labels_tuple(v.labels),
+                protect_delete=bool(v.protection["delete"]) if v.protection else False,
+                linux_device=v.linux_device,
+            )
+        )
+    return Actual(
+        tuple(keys),
+        tuple(networks),
+        tuple(firewalls),
+        tuple(groups),
+        tuple(servers),
+        frozenset(foreign),
+        tuple(volumes),
+    )

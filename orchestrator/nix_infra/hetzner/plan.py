@@ -14,24 +14,34 @@ Rules:
 - What cannot be changed in place (a server's type or location, the network's
   range, a name held by a foreign resource) is a problem: the plan shows it
   and provision refuses to start.
+- Volumes are matched by their nix-infra/node and nix-infra/volume labels,
+  created in the node's location and attached to its server; they grow, never
+  shrink (a smaller size is a problem naming the spec field), and a volume
+  attached to another server is a problem (never moved silently). Volumes the
+  manifest no longer has are orphans: only `destroy --volume` deletes them.
+- Stateful nodes' servers get delete and rebuild protection, every volume
+  delete protection. A provision plan never deletes a server or a volume; a
+  change that destroys data (only `destroy` plans have them) carries
+  `data_loss`, and the plan lists them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nix_infra.hetzner.model import (
     Actual,
     ActualPlacementGroup,
+    ActualVolume,
     Desired,
     placement_group_name,
 )
 
 SPREAD_LIMIT = 10
-KIND_ORDER = ("ssh_key", "network", "placement_group", "firewall", "server")
+KIND_ORDER = ("ssh_key", "network", "placement_group", "firewall", "server", "volume")
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class Change:
     name: str
     fields: Mapping[str, Any] = field(default_factory=dict)  # create: the spec; update: {field: [old, new]}
     resource_id: int | None = None
+    data_loss: str | None = None  # what this change destroys for good (None: nothing)
 
     @property
     def rid(self) -> int:
@@ -53,6 +64,8 @@ class Change:
         out: dict[str, Any] = {"action": self.action, "kind": self.kind, "name": self.name, "fields": dict(self.fields)}
         if self.resource_id is not None:
             out["id"] = self.resource_id
+        if self.data_loss is not None:
+            out["dataLoss"] = self.data_loss
         return out
 
 
@@ -72,6 +85,13 @@ class Plan:
     changes: tuple[Change, ...]
     orphans: tuple[str, ...] = ()  # owned servers not in the manifest (only `destroy` deletes them)
     problems: tuple[Problem, ...] = ()
+    orphan_volumes: tuple[str, ...] = ()  # owned volumes not in the manifest (only `destroy --volume`)
+    notes: tuple[str, ...] = ()  # what is deliberately left alone
+
+    @property
+    def data_loss(self) -> list[Change]:
+        """The changes that destroy data."""
+        return [c for c in self.changes if c.data_loss is not None]
 
     @property
     def has_changes(self) -> bool:
@@ -87,6 +107,8 @@ class Plan:
             "changes": [c.to_json() for c in self.changes],
             "summary": {a: counts.get(a, 0) for a in ("create", "update", "delete")},
             "orphans": list(self.orphans),
+            "orphanVolumes": list(self.orphan_volumes),
+            "dataLoss": [f"{c.kind} {c.name}: {c.data_loss}" for c in self.data_loss],
             "problems": [p.to_json() for p in self.problems],
         }
 
@@ -230,6 +252,9 @@ def plan(desired: Desired, actual: Actual) -> Plan:
             diff["private_ip"] = [attached, d.private_ip]
         if current.name != d.name:
             diff["name"] = [current.name, d.name]
+        protection = {"delete": current.protect_delete, "rebuild": current.protect_rebuild}
+        if protection != {"delete": d.protect, "rebuild": d.protect}:
+            diff["protection"] = [protection, {"delete": d.protect, "rebuild": d.protect}]
         if diff:
             changes.append(Change("update", "server", d.name, diff, current.id))
 
@@ -272,11 +297,180 @@ def plan(desired: Desired, actual: Actual) -> Plan:
                     "private_ip": d.private_ip,
                     "placement_group": assignment[d.name],
                     "labels": dict(d.labels),
+                    "protect": d.protect,
                 },
             )
         )
 
-    return Plan(desired.cluster, _order(changes), tuple(orphans), tuple(problems))
+    orphan_volumes = _plan_volumes(desired, actual, changes, problems, name_free)
+    return Plan(desired.cluster, _order(changes), tuple(orphans), tuple(problems), tuple(orphan_volumes))
+
+
+def _plan_volumes(
+    desired: Desired,
+    actual: Actual,
+    changes: list[Change],
+    problems: list[Problem],
+    name_free: Callable[[str, str], bool],
+) -> list[str]:
+    """Volumes: create, attach, grow, label and protect; refuse to shrink, move or re-locate."""
+    servers = {s.node: s for s in actual.servers if s.node is not None}
+    by_key: dict[tuple[str | None, str | None], list[ActualVolume]] = {}
+    for v in actual.volumes:
+        by_key.setdefault((v.node, v.volume), []).append(v)
+    wanted = {(d.node, d.volume) for d in desired.volumes}
+    for d in desired.volumes:
+        field_path = f"nodes.{d.node}.volumes.{d.volume}"
+        found = by_key.get((d.node, d.volume), [])
+        if len(found) > 1:
+            problems.append(
+                Problem(
+                    "volume",
+                    d.name,
+                    f"{len(found)} volumes carry nix-infra/node={d.node}, nix-infra/volume={d.volume} "
+                    f"(ids {', '.join(str(v.id) for v in found)}); keep the one with the data, relabel or "
+                    "delete the others in the Hetzner console",
+                )
+            )
+            continue
+        if not found:
+            if name_free("volume", d.name):
+                changes.append(
+                    Change(
+                        "create",
+                        "volume",
+                        d.name,
+                        {
+                            "node": d.node,
+                            "volume": d.volume,
+                            "size": d.size,
+                            "location": d.location,
+                            "format": d.filesystem,
+                            "server": d.server,
+                            "labels": dict(d.labels),
+                            "protect": True,
+                        },
+                    )
+                )
+            continue
+        current = found[0]
+        if current.location != d.location:
+            problems.append(
+                Problem(
+                    "volume",
+                    d.name,
+                    f"{field_path}: the volume is in {current.location}, node {d.node} in {d.location}; "
+                    "a volume cannot move and attaches only to servers of its location",
+                )
+            )
+            continue
+        diff: dict[str, Any] = {}
+        if d.size < current.size:
+            problems.append(
+                Problem(
+                    "volume",
+                    d.name,
+                    f"{field_path}.size: {d.size} GB is smaller than the volume's {current.size} GB; "
+                    "Hetzner volumes cannot shrink (set size back to at least "
+                    f"{current.size}, or move the data to a new volume)",
+                )
+            )
+        elif d.size > current.size:
+            diff["size"] = [current.size, d.size]
+        if current.labels != d.labels:
+            diff["labels"] = [dict(current.labels), dict(d.labels)]
+        if current.name != d.name:
+            diff["name"] = [current.name, d.name]
+        if not current.protect_delete:
+            diff["protection"] = [{"delete": False}, {"delete": True}]
+        server = servers.get(d.node)
+        if current.server_id is None:
+            diff["server"] = [None, d.server]
+        elif server is None or current.server_id != server.id:
+            problems.append(
+                Problem(
+                    "volume",
+                    d.name,
+                    f"{field_path}: the volume is attached to server {current.server_id}, not to node "
+                    f"{d.node}'s server; nix-infra never moves a volume with data between servers "
+                    "(detach it in the Hetzner console if that is what you want)",
+                )
+            )
+        if diff:
+            changes.append(Change("update", "volume", d.name, diff, current.id))
+    return sorted(v.name for v in actual.volumes if (v.node, v.volume) not in wanted)
+
+
+def destroy_plan(
+    cluster: str,
+    actual: Actual,
+    nodes: list[str] | None,
+    volumes: list[tuple[str, str]],
+    stateful: Mapping[str, str],
+) -> Plan:
+    """What `destroy` deletes: the servers of `nodes` (None: everything the cluster owns, volumes
+    included) and the `volumes` named (node, volume). `stateful` maps a node to why the
+    manifest says it holds data. Every change that destroys data carries `data_loss`."""
+    changes: list[Change] = []
+    problems: list[Problem] = []
+    notes: list[str] = []
+    by_node = {s.node: s for s in actual.servers}
+    victims = list(actual.servers) if nodes is None else [by_node[n] for n in nodes if n in by_node]
+    for n in nodes or []:
+        if n not in by_node:
+            problems.append(
+                Problem(
+                    "server",
+                    n,
+                    f"no server of cluster {cluster} carries node {n}; its servers are: "
+                    f"{', '.join(sorted(s.node or s.name for s in actual.servers)) or 'none'}",
+                )
+            )
+    for s in victims:
+        attached = sorted(v.name for v in actual.volumes if v.server_id == s.id)
+        reasons = []
+        if s.node in stateful:
+            reasons.append(stateful[s.node or ""])
+        if s.protect_delete:
+            reasons.append("its server is delete-protected")
+        loss = f"node {s.node}'s disk ({'; '.join(reasons)})" if reasons else None
+        fields: dict[str, Any] = {"node": s.node, "protected": s.protect_delete, "volumes_detached": attached}
+        changes.append(Change("delete", "server", s.name, fields, s.id, loss))
+    by_key = {(v.node, v.volume): v for v in actual.volumes}
+    doomed = list(actual.volumes) if nodes is None else []
+    for node, vol in volumes:
+        found = by_key.get((node, vol))
+        if found is None:
+            problems.append(
+                Problem(
+                    "volume",
+                    f"{node}/{vol}",
+                    f"cluster {cluster} has no volume {vol} of node {node}; its volumes are: "
+                    f"{', '.join(sorted(f'{v.node}/{v.volume}' for v in actual.volumes)) or 'none'}",
+                )
+            )
+        elif found not in doomed:
+            doomed.append(found)
+    for v in doomed:
+        fields = {"node": v.node, "volume": v.volume, "size": v.size, "protected": v.protect_delete}
+        loss = f"every file on volume {v.volume} of node {v.node} ({v.size} GB)"
+        changes.append(Change("delete", "volume", v.name, fields, v.id, loss))
+    if nodes is None:
+        ours = {s.id for s in actual.servers}
+        for f in actual.firewalls:
+            changes.append(Change("delete", "firewall", f.name, {}, f.id))
+        for g in actual.placement_groups:
+            others = [i for i in g.server_ids if i not in ours]
+            if others:  # deleting it would take it from servers that are not ours
+                notes.append(f"placement group {g.name} kept: it holds {len(others)} server(s) of others")
+            else:
+                changes.append(Change("delete", "placement_group", g.name, {}, g.id))
+        for net in actual.networks:
+            changes.append(Change("delete", "network", net.name, {}, net.id))
+        for k in actual.ssh_keys:
+            if dict(k.labels).get("nix-infra/cluster") == cluster:
+                changes.append(Change("delete", "ssh_key", k.name, {}, k.id))
+    return Plan(cluster, _order(changes), (), tuple(problems), notes=tuple(notes))
 
 
 def _empty_groups(groups: list[ActualPlacementGroup], used: set[str]) -> list[ActualPlacementGroup]:

@@ -15,6 +15,7 @@ TITLES = {
     "placement_group": "placement groups",
     "firewall": "firewalls",
     "server": "servers",
+    "volume": "volumes",
 }
 STYLE = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
 
@@ -27,6 +28,8 @@ def _describe(c: Change) -> str:
                 f"{f['server_type']} {f['location']} {f['image']}  private {f['private_ip']}  "
                 f"group {f['placement_group']}"
             )
+        if c.kind == "volume":
+            return f"{f['size']} GB {f['format']} {f['location']}  attached to {f['server']}  delete-protected"
         if c.kind == "network":
             return f"{f['ip_range']} ({f['zone']})"
         if c.kind == "ssh_key":
@@ -43,6 +46,8 @@ def _describe(c: Change) -> str:
         return ""
     if c.action == "update":
         return "; ".join(f"{name}: {_short(old)} -> {_short(new)}" for name, (old, new) in f.items())
+    if c.kind == "server" and f.get("volumes_detached"):
+        return f"volumes {', '.join(f['volumes_detached'])} are detached and kept"
     return ""
 
 
@@ -56,7 +61,7 @@ def _short(value: Any) -> str:
 
 def render_plan(plan: Plan, console: Console) -> None:
     console.print(Text(f"Plan for cluster {plan.cluster}", style="bold"))
-    if not plan.changes and not plan.orphans and not plan.problems:
+    if not plan.changes and not plan.orphans and not plan.orphan_volumes and not plan.problems:
         console.print("No changes: the cloud matches the manifest.")
         return
     for kind in KIND_ORDER:
@@ -70,10 +75,21 @@ def render_plan(plan: Plan, console: Console) -> None:
             detail = _describe(c)
             if detail:
                 line.append(f"  {detail}")
+            if c.data_loss is not None:
+                line.append(f"  DATA LOSS: destroys {c.data_loss}", style="bold red")
             console.print(line)
     if plan.orphans:
         console.print(Text("\nservers not in the manifest (only `nix-infra destroy NODE` deletes them)", style="bold"))
         for name in plan.orphans:
+            console.print(Text(f"  ! {name}", style="magenta"))
+    if plan.orphan_volumes:
+        console.print(
+            Text(
+                "\nvolumes not in the manifest (kept with their data; only `destroy --volume` deletes them)",
+                style="bold",
+            )
+        )
+        for name in plan.orphan_volumes:
             console.print(Text(f"  ! {name}", style="magenta"))
     if plan.problems:
         console.print(Text("\nproblems (provision refuses until they are resolved)", style="bold red"))
@@ -81,3 +97,8 @@ def render_plan(plan: Plan, console: Console) -> None:
             console.print(Text(f"  x {p.kind} {p.name}: {p.message}", style="red"))
     s = plan.to_json()["summary"]
     console.print(f"\nPlan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete.")
+    losses = plan.data_loss
+    if losses:
+        console.print(
+            Text(f"{len(losses)} of these changes destroy data for good (marked DATA LOSS).", style="bold red")
+        )
