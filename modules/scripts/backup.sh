@@ -22,6 +22,7 @@
 #   NIX_INFRA_BACKUP_SSH_KNOWN_HOSTS  with it: the known_hosts file pinning the SFTP server's key
 #   NIX_INFRA_BACKUP_KEEP_DAILY/_WEEKLY/_MONTHLY   retention (default 7, 5, 12)
 #   NIX_INFRA_BACKUP_LIMIT_UPLOAD     optional: upload limit in KiB/s
+#   NIX_INFRA_BACKUP_STAGE_DIR        optional: where a restore unpacks first (default: <first path>.nix-infra-restore)
 #   NIX_INFRA_BACKUP_PG_DATABASE      postgresql: the database dumped and restored
 #   NIX_INFRA_BACKUP_PG_PORT          postgresql: its port (unix socket in /run/postgresql)
 #   NIX_INFRA_BACKUP_DB_USER          the OS user pg_dump/pg_restore run as (default postgres)
@@ -160,7 +161,7 @@ case "$cmd" in
     dump
     start=$(date +%s)
     log "restic backup of ${paths[*]}"
-    r backup --tag nix-infra --tag "app=$app" --host "$(hostname)" -- "${paths[@]}"
+    r backup --tag nix-infra --tag "app=$app" --host "$(cat /proc/sys/kernel/hostname)" -- "${paths[@]}"
     log "restic forget --prune (daily ${NIX_INFRA_BACKUP_KEEP_DAILY:-7}, weekly ${NIX_INFRA_BACKUP_KEEP_WEEKLY:-5}, monthly ${NIX_INFRA_BACKUP_KEEP_MONTHLY:-12})"
     r forget --prune --tag "app=$app" --group-by host,tags \
       --keep-daily "${NIX_INFRA_BACKUP_KEEP_DAILY:-7}" --keep-weekly "${NIX_INFRA_BACKUP_KEEP_WEEKLY:-5}" \
@@ -194,8 +195,9 @@ case "$cmd" in
       r restore "$snapshot" --tag "app=$app" --target "$to"
       exit 0
     fi
-    # on the volume, beside the data: renames stay on one file system
-    stage="${paths[0]%/}.nix-infra-restore"
+    # best on the volume, beside the data (renames stay on one file system)
+    stage=${NIX_INFRA_BACKUP_STAGE_DIR:-${paths[0]%/}.nix-infra-restore}
+    [[ $stage == /* && $stage != *..* ]] || die "NIX_INFRA_BACKUP_STAGE_DIR must be an absolute path"
     rm -rf -- "$stage"
     install -d -m 0700 -- "$stage"
     log "restoring snapshot $snapshot"
@@ -215,14 +217,20 @@ case "$cmd" in
         unit=${NIX_INFRA_BACKUP_UNIT:?NIX_INFRA_BACKUP_UNIT is not set}
         log "stopping $unit"
         systemctl stop -- "$unit"
+        # each path's contents are replaced (the path itself may be a mount point: a bind
+        # mount from the volume); a run killed here is resumed by running the restore again
+        shopt -s dotglob nullglob
         for p in "${paths[@]}"; do
-          rm -rf -- "$p.nix-infra-old"
-          if [ -e "$p" ]; then mv -- "$p" "$p.nix-infra-old"; fi
-          if [ -e "$stage$p" ]; then mv -- "$stage$p" "$p"; fi
+          [ -d "$stage$p" ] || die "snapshot $snapshot holds no $p"
+          install -d -- "$p"
+          rm -rf -- "${p:?}"/*
+          mv -- "$stage$p"/* "$p"/
+          chown --reference="$stage$p" -- "$p"
+          chmod --reference="$stage$p" -- "$p"
         done
+        shopt -u dotglob nullglob
         log "starting $unit"
         systemctl start -- "$unit"
-        for p in "${paths[@]}"; do rm -rf -- "$p.nix-infra-old"; done
         ;;
     esac
     rm -rf -- "$stage"
