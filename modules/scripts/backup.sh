@@ -153,9 +153,17 @@ snapshot_of() { # the snapshot ID (default: the app's latest)
 
 cmd=${1:-}
 shift || true
+
+# one run, restore or check of an app at a time (the timer's and `nix-infra backup`'s):
+# they would write the same dump and fight over restic's exclusive lock
+exclusive() {
+  exec 9>"/run/nix-infra-backup-$app.lock"
+  flock -n 9 || die "another backup, restore or check of $app is running on this node; try again when it is done"
+}
 case "$cmd" in
   run)
     [ $# -eq 0 ] || die "run takes no arguments"
+    exclusive
     ensure_repository
     r unlock >/dev/null 2>&1 || true # removes only stale locks (a killed run's)
     dump
@@ -174,6 +182,7 @@ case "$cmd" in
     r snapshots --json --tag "app=$app"
     ;;
   check)
+    exclusive
     ensure_repository
     r unlock >/dev/null 2>&1 || true # removes only stale locks (a killed run's)
     r check
@@ -188,6 +197,7 @@ case "$cmd" in
       esac
     done
     snapshot=$(snapshot_of "$snapshot")
+    exclusive
     ensure_repository
     if [ -n "$to" ]; then
       [[ $to == /* && $to != *..* ]] || die "--to must be an absolute path"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def _env(tmp_path: Path, data: Path) -> dict[str, str]:
     return {
         "PATH": f"{stub}:{os.environ['PATH']}",
         "CREDENTIALS_DIRECTORY": str(creds),
-        "NIX_INFRA_BACKUP_APP": "files",
+        # unique: the lock file /run/nix-infra-backup-<app>.lock is this machine's
+        "NIX_INFRA_BACKUP_APP": f"files-{os.getpid()}-{tmp_path.name[-20:].lower().replace('_', '-')}",
         "NIX_INFRA_BACKUP_KIND": "files",
         "NIX_INFRA_BACKUP_PATHS": str(data),
         "NIX_INFRA_BACKUP_UNIT": "app-files.service",
@@ -69,7 +71,31 @@ def test_files_backup_and_restore_replace_the_contents(tmp_path: Path) -> None:
         "start -- app-files.service",
     ]
     listing = _run(env, "list")
-    assert listing.returncode == 0 and '"app=files"' in listing.stdout
+    assert listing.returncode == 0 and f'"app={env["NIX_INFRA_BACKUP_APP"]}"' in listing.stdout
+
+
+@needs_restic
+def test_one_run_at_a_time(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = _env(tmp_path, data)
+    lock = f"/run/nix-infra-backup-{env['NIX_INFRA_BACKUP_APP']}.lock"
+    # another run of the app (the timer's) holds the lock
+    holder = subprocess.Popen(["flock", lock, "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["flock", "-n", lock, "true"]).returncode == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for args in (["run"], ["restore"], ["check"]):
+            p = _run(env, *args)
+            assert p.returncode == 2 and "another backup, restore or check of" in p.stderr, p.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+        Path(lock).unlink(missing_ok=True)
+    assert _run(env, "run").returncode == 0
+    Path(lock).unlink(missing_ok=True)
 
 
 @needs_restic
