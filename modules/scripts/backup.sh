@@ -105,13 +105,15 @@ limit=${NIX_INFRA_BACKUP_LIMIT_UPLOAD:-}
 [[ -z $limit || $limit =~ ^[1-9][0-9]{0,8}$ ]] || die "NIX_INFRA_BACKUP_LIMIT_UPLOAD must be KiB/s (a positive integer)"
 r() { restic "${restic_opts[@]}" ${limit:+--limit-upload "$limit"} "$@"; }
 
-# the repository exists and opens with this password: else init it (a new one) or fail clearly
+# the repository exists and opens with this password; else, with `init` (a backup run),
+# it is created (restic init refuses to overwrite one), otherwise this fails clearly
 ensure_repository() {
   local err
   if err=$(r cat config 2>&1 >/dev/null); then return 0; fi
   if grep -q 'wrong password' <<<"$err"; then
     die "the repository's password is wrong (credential $pass_secret): $err"
   elif grep -qiE 'Is there a repository at the following location|does not exist|no such file' <<<"$err"; then
+    [ "${1:-}" = init ] || die "there is no repository yet (no backup of $app has run): $err"
     log "initialising the repository"
     r init >/dev/null
   else
@@ -164,7 +166,7 @@ case "$cmd" in
   run)
     [ $# -eq 0 ] || die "run takes no arguments"
     exclusive
-    ensure_repository
+    ensure_repository init
     r unlock >/dev/null 2>&1 || true # removes only stale locks (a killed run's)
     dump
     start=$(date +%s)
@@ -197,10 +199,10 @@ case "$cmd" in
       esac
     done
     snapshot=$(snapshot_of "$snapshot")
+    [ -z "$to" ] || [[ $to == /?* && $to != *..* ]] || die "--to must be an absolute path other than /"
     exclusive
     ensure_repository
     if [ -n "$to" ]; then
-      [[ $to == /* && $to != *..* ]] || die "--to must be an absolute path"
       log "restoring snapshot $snapshot to $to"
       r restore "$snapshot" --tag "app=$app" --target "$to"
       exit 0
@@ -217,21 +219,21 @@ case "$cmd" in
         db=${NIX_INFRA_BACKUP_PG_DATABASE:?} dir=${NIX_INFRA_BACKUP_DUMP_DIR:?} pgport=${NIX_INFRA_BACKUP_PG_PORT:-5432}
         [ -f "$stage$dir/$db.dump" ] || die "snapshot $snapshot holds no dump of $db ($dir/$db.dump)"
         chown -R -- "$db_user" "$stage"
-        # roles first (existing ones only raise errors psql reports and ignores), then the database
-        as_db psql --host=/run/postgresql --port="$pgport" -q -d postgres -f "$stage$dir/globals.sql" >/dev/null 2>&1 || true
+        # roles are NixOS's (ensureUsers, the password from its credential): globals.sql is
+        # in the snapshot for a manual recovery, not replayed over the current passwords
         log "replacing database $db with the dump (pg_restore)"
         as_db dropdb --host=/run/postgresql --port="$pgport" --if-exists --force -- "$db"
         as_db pg_restore --host=/run/postgresql --port="$pgport" --exit-on-error --create -d postgres -- "$stage$dir/$db.dump"
         ;;
       valkey | files)
         unit=${NIX_INFRA_BACKUP_UNIT:?NIX_INFRA_BACKUP_UNIT is not set}
+        for p in "${paths[@]}"; do [ -d "$stage$p" ] || die "snapshot $snapshot holds no $p (another app's?)"; done
         log "stopping $unit"
         systemctl stop -- "$unit"
         # each path's contents are replaced (the path itself may be a mount point: a bind
         # mount from the volume); a run killed here is resumed by running the restore again
         shopt -s dotglob nullglob
         for p in "${paths[@]}"; do
-          [ -d "$stage$p" ] || die "snapshot $snapshot holds no $p"
           install -d -- "$p"
           rm -rf -- "${p:?}"/*
           mv -- "$stage$p"/* "$p"/

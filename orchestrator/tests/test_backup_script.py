@@ -99,12 +99,39 @@ def test_one_run_at_a_time(tmp_path: Path) -> None:
 
 
 @needs_restic
+def test_list_and_restore_never_create_a_repository(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = _env(tmp_path, data)
+    for args in (["list"], ["restore"], ["check"]):
+        p = _run(env, *args)
+        assert p.returncode == 2 and "there is no repository yet" in p.stderr, p.stderr
+    assert not (tmp_path / "repo").exists()
+    assert not (tmp_path / "systemctl.log").exists()
+
+
+@needs_restic
+def test_a_snapshot_of_another_app_is_refused_before_the_unit_stops(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a").write_text("one")
+    env = _env(tmp_path, data)
+    assert _run(env, "run").returncode == 0
+    other = env | {"NIX_INFRA_BACKUP_PATHS": str(tmp_path / "elsewhere")}
+    p = _run(other, "restore", "--snapshot", "latest")
+    assert p.returncode != 0
+    assert not (tmp_path / "systemctl.log").exists()
+    assert (data / "a").read_text() == "one"
+
+
+@needs_restic
 @pytest.mark.parametrize(
     ("args", "overrides", "message"),
     [
         (["restore", "--snapshot", "$(id)"], {}, "--snapshot must be a snapshot ID"),
         (["restore", "--to", "relative/path"], {}, "--to must be an absolute path"),
         (["restore", "--to", "/tmp/../etc"], {}, "--to must be an absolute path"),
+        (["restore", "--to", "/"], {}, "--to must be an absolute path other than /"),
         (["restore", "--bogus"], {}, "unknown argument '--bogus'"),
         (["destroy"], {}, "usage: backup.sh"),
         (["run"], {"NIX_INFRA_BACKUP_APP": "../x"}, "NIX_INFRA_BACKUP_APP must be an app name"),
