@@ -18,13 +18,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nix_infra import backup
 from nix_infra.errors import NixInfraError
+from nix_infra.facts import FactsStore, NodeFacts
 from nix_infra.ssh import SshTarget, ssh_script_argv
 
+from .conftest import run_cli
 from .fleet import SSH_PORT, FakeFleet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +51,11 @@ class Drill:
     db: SshTarget
     repo_dir: Path
     volume: Path
+    cluster: Path  # a cluster repo whose node worker001 (app api) is the fleet node
+
+    def cli(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+        m = ["--manifest", str(self.cluster / "manifest.json"), "--ssh-key", str(self.db.identity)]
+        return run_cli(capsys, *m, *args)
 
     def sh(self, script: str, *, input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = ssh_script_argv(self.db, script)
@@ -78,7 +86,7 @@ class Drill:
 
 
 @pytest.fixture
-def drill(tmp_path: Path) -> Iterator[Drill]:
+def drill(tmp_path: Path, example_manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Drill]:
     fleet = FakeFleet(tmp_path / "fleet")
     # the postgres user must reach the data: outside pytest's private temporary directory
     base = Path(tempfile.mkdtemp(prefix="nix-infra-drill-", dir="/var/tmp"))
@@ -100,7 +108,15 @@ def drill(tmp_path: Path) -> Iterator[Drill]:
         )
         repo_dir = tmp_path / "restic-repo"
         volume = base / "volume"
-        d = Drill(db=db, repo_dir=repo_dir, volume=volume)
+        cluster = tmp_path / "cluster"
+        cluster.mkdir()
+        (cluster / "manifest.json").write_text(json.dumps(example_manifest))
+        db_ip, db_pub = hosts["drill-db"]
+        FactsStore(cluster / "facts").write(
+            NodeFacts(node="worker001", host_key=db_pub, public_ipv4=db_ip, ssh_port=SSH_PORT)
+        )
+        monkeypatch.chdir(cluster)
+        d = Drill(db=db, repo_dir=repo_dir, volume=volume, cluster=cluster)
         pg_bin = PG_BINS[-1].parent
         repo_ip, repo_pub = hosts["drill-repo"]
         # the node side: the credentials the orchestrator delivers, the known_hosts and the
@@ -123,6 +139,7 @@ exec bash {SCRIPT} "$@"
             "mkdir -p /etc/nix-infra/backup && cat > /etc/nix-infra/backup/db && chmod 0700 /etc/nix-infra/backup/db",
             input_text=wrapper,
         )
+        d.sh("ln -s db /etc/nix-infra/backup/api")  # the CLI's node and app: worker001's api
         d.sh("cat > /etc/nix-infra/backup/known_hosts", input_text=f"[{repo_ip}]:{SSH_PORT} {repo_pub}\n")
         # a real PostgreSQL on the "volume", on a unix socket in the node's own /run
         d.sh(
@@ -148,11 +165,18 @@ def test_drill_backup_destroy_restore(drill: Drill, capfd: pytest.CaptureFixture
     before = d.fingerprint()
     size = d.sql("SELECT pg_database_size('app')")
 
+    # through the command line: the manifest's node, its facts, the pinned host key
     t0 = time.monotonic()
-    backup.run_backup(d.db, APP)
+    code, out, err = d.cli(capfd, "backup", "run", "worker001", "api")
     backup_s = time.monotonic() - t0
+    assert code == 0, err
+    assert "snapshot" in out and "saved" in out  # restic's own report, streamed
+    assert "worker001: backed up api" in err
     snaps = d.snapshots()
     assert len(snaps) == 1 and f"app={APP}" in snaps[0].tags
+    code, out, err = d.cli(capfd, "backup", "list", "worker001", "api")
+    assert code == 0, err
+    assert out.split()[0] == snaps[0].short_id, (out, err)
     dump = d.volume / "backup" / "app.dump"
     dump_sha = hashlib.sha256(dump.read_bytes()).hexdigest()
     dump_size = dump.stat().st_size
@@ -161,8 +185,9 @@ def test_drill_backup_destroy_restore(drill: Drill, capfd: pytest.CaptureFixture
     d.sql("DROP DATABASE app", database="postgres")
     shutil.rmtree(d.volume / "backup")
     t0 = time.monotonic()
-    backup.restore(d.db, APP)
+    code, _, err = d.cli(capfd, "backup", "restore", "worker001", "api")
     restore_s = time.monotonic() - t0
+    assert code == 0 and "worker001: restored api" in err, err
     after = d.fingerprint()
     assert after == before
     assert after.startswith("20000 ")
