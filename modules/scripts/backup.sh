@@ -22,6 +22,7 @@
 #   NIX_INFRA_BACKUP_SSH_KNOWN_HOSTS  with it: the known_hosts file pinning the SFTP server's key
 #   NIX_INFRA_BACKUP_KEEP_DAILY/_WEEKLY/_MONTHLY   retention (default 7, 5, 12)
 #   NIX_INFRA_BACKUP_LIMIT_UPLOAD     optional: upload limit in KiB/s
+#   NIX_INFRA_BACKUP_LOCK_DIR         optional: where the app's lock file is (default /run)
 #   NIX_INFRA_BACKUP_STAGE_DIR        optional: where a restore unpacks first (default: <first path>.nix-infra-restore)
 #   NIX_INFRA_BACKUP_PG_DATABASE      postgresql: the database dumped and restored
 #   NIX_INFRA_BACKUP_PG_PORT          postgresql: its port (unix socket in /run/postgresql)
@@ -159,7 +160,7 @@ shift || true
 # one run, restore or check of an app at a time (the timer's and `nix-infra backup`'s):
 # they would write the same dump and fight over restic's exclusive lock
 exclusive() {
-  exec 9>"/run/nix-infra-backup-$app.lock"
+  exec 9>"${NIX_INFRA_BACKUP_LOCK_DIR:-/run}/nix-infra-backup-$app.lock"
   flock -n 9 || die "another backup, restore or check of $app is running on this node; try again when it is done"
 }
 case "$cmd" in

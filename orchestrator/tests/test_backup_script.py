@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -33,8 +34,8 @@ def _env(tmp_path: Path, data: Path) -> dict[str, str]:
     return {
         "PATH": f"{stub}:{os.environ['PATH']}",
         "CREDENTIALS_DIRECTORY": str(creds),
-        # unique: the lock file /run/nix-infra-backup-<app>.lock is this machine's
-        "NIX_INFRA_BACKUP_APP": f"files-{os.getpid()}-{tmp_path.name[-20:].lower().replace('_', '-')}",
+        "NIX_INFRA_BACKUP_APP": "files",
+        "NIX_INFRA_BACKUP_LOCK_DIR": str(tmp_path),
         "NIX_INFRA_BACKUP_KIND": "files",
         "NIX_INFRA_BACKUP_PATHS": str(data),
         "NIX_INFRA_BACKUP_UNIT": "app-files.service",
@@ -79,9 +80,9 @@ def test_one_run_at_a_time(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     env = _env(tmp_path, data)
-    lock = f"/run/nix-infra-backup-{env['NIX_INFRA_BACKUP_APP']}.lock"
+    lock = str(tmp_path / "nix-infra-backup-files.lock")
     # another run of the app (the timer's) holds the lock
-    holder = subprocess.Popen(["flock", lock, "sleep", "60"])
+    holder = subprocess.Popen(["flock", lock, "sleep", "60"], start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while subprocess.run(["flock", "-n", lock, "true"]).returncode == 0:
@@ -91,11 +92,9 @@ def test_one_run_at_a_time(tmp_path: Path) -> None:
             p = _run(env, *args)
             assert p.returncode == 2 and "another backup, restore or check of" in p.stderr, p.stderr
     finally:
-        holder.kill()
+        os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep, which holds the lock too
         holder.wait()
-        Path(lock).unlink(missing_ok=True)
     assert _run(env, "run").returncode == 0
-    Path(lock).unlink(missing_ok=True)
 
 
 @needs_restic
