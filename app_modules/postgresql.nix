@@ -10,18 +10,32 @@
 # PostgreSQL listens on 127.0.0.1 and the node's private IP at the app's port,
 # accepts password logins (scram-sha-256) from the private network only, and
 # sets the user's password from the secret (a credential; never in argv or the store).
+#
+# With a volume (apps.<app>.volume in the spec) the data directory lives on it
+# (<mountpoint>/postgresql bind-mounted at /var/lib/postgresql; modules/volumes.nix)
+# and postgresql.service requires that mount. With backup.enable, restic backs up
+# a pg_dump of the database daily (modules/backup.nix, docs/data.md):
+#
+#   nixInfra.postgresql.backup = { enable = true; sshKeySecret = "db-backup-ssh-key";
+#     knownHosts = "[u123456.your-storagebox.de]:23 ssh-ed25519 AAAA..."; };
+#
+# with the secrets db-backup-repository, db-backup-password (and the key) in the app's `secrets`.
 { config, lib, pkgs, ... }:
 let
   cfg = config.nixInfra.postgresql;
   node = config.nixInfra.node;
   app = config.nixInfra.apps.${cfg.app};
   hosted = config.nixInfra.apps ? ${cfg.app};
+  volume = if hosted && app.volume != null then config.nixInfra.volumes.${app.volume} or null else null;
+  # the dump goes next to the data: on the volume when there is one
+  dumpDir = if volume != null then "${volume.mountpoint}/backup/${cfg.app}" else "/var/lib/nix-infra-backup/${cfg.app}";
+  backupOptions = import ./backup-options.nix { inherit lib; app = cfg.app; what = "a pg_dump of `database`"; };
   inherit (lib) mkEnableOption mkIf mkOption types;
   inherit (import ../modules/retry.nix { inherit lib; }) retried;
 in
 {
   # standalone: the apps placed on this node and the node options it reads
-  imports = [ ../modules/apps.nix ];
+  imports = [ ../modules/apps.nix ../modules/volumes.nix ../modules/backup.nix ];
 
   options.nixInfra.postgresql = {
     enable = mkEnableOption "PostgreSQL for the app named `app`, on the nodes that app is placed on" // { default = true; };
@@ -40,6 +54,7 @@ in
       defaultText = lib.literalExpression "pkgs.postgresql_17";
       description = "PostgreSQL package (major upgrades need a dump and restore).";
     };
+    backup = backupOptions;
   };
 
   config = lib.mkMerge [
@@ -58,6 +73,27 @@ in
         message = "apps.${cfg.app}.secrets must list ${cfg.passwordSecret} (nixInfra.postgresql.passwordSecret).";
       }
     ];
+
+    # the data on the app's volume, where upstream's unit expects it
+    nixInfra.volumeDirs.${cfg.app} = mkIf (volume != null) {
+      path = "/var/lib/postgresql";
+      subdir = "postgresql";
+      user = "postgres";
+      group = "postgres";
+    };
+
+    nixInfra.backups.${cfg.app} = mkIf cfg.backup.enable {
+      kind = "postgresql";
+      paths = [ dumpDir ];
+      unit = "postgresql.service";
+      inherit (cfg.backup) repositorySecret passwordSecret sshKeySecret knownHosts schedule keep limitUploadKiB;
+      environment = {
+        NIX_INFRA_BACKUP_DUMP_DIR = dumpDir;
+        NIX_INFRA_BACKUP_PG_DATABASE = cfg.database;
+        NIX_INFRA_BACKUP_PG_PORT = toString app.port;
+      };
+      packages = [ cfg.package ];
+    };
 
     services.postgresql = {
       enable = true;

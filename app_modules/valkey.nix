@@ -9,18 +9,25 @@
 #
 # It listens on 127.0.0.1 and the node's private IP and requires the password
 # from the secret (read from the credential at start; never in the store).
+#
+# With a volume (apps.<app>.volume) its data directory /var/lib/redis-<app> lives
+# on it (<mountpoint>/redis-<app>, bind-mounted; modules/volumes.nix). With
+# backup.enable, restic backs up that directory after a SAVE (docs/data.md).
 { config, lib, pkgs, ... }:
 let
   cfg = config.nixInfra.valkey;
   node = config.nixInfra.node;
   app = config.nixInfra.apps.${cfg.app};
   hosted = config.nixInfra.apps ? ${cfg.app};
+  volume = if hosted && app.volume != null then config.nixInfra.volumes.${app.volume} or null else null;
+  dataDir = "/var/lib/redis-${cfg.app}";
+  backupOptions = import ./backup-options.nix { inherit lib; app = cfg.app; what = "its data directory after a SAVE"; };
   inherit (lib) mkEnableOption mkIf mkOption types;
   inherit (import ../modules/retry.nix { inherit lib; }) retried;
 in
 {
   # standalone: the apps placed on this node and the node options it reads
-  imports = [ ../modules/apps.nix ];
+  imports = [ ../modules/apps.nix ../modules/volumes.nix ../modules/backup.nix ];
 
   options.nixInfra.valkey = {
     enable = mkEnableOption "Valkey for the app named `app`, on the nodes that app is placed on" // { default = true; };
@@ -31,6 +38,7 @@ in
       defaultText = lib.literalExpression "\"\${config.nixInfra.valkey.app}-password\"";
       description = "Secret holding the password clients must send (AUTH); one of the app's `secrets`.";
     };
+    backup = backupOptions;
   };
 
   config = lib.mkMerge [
@@ -49,6 +57,27 @@ in
         message = "apps.${cfg.app}.secrets must list ${cfg.passwordSecret} (nixInfra.valkey.passwordSecret).";
       }
     ];
+
+    nixInfra.volumeDirs.${cfg.app} = mkIf (volume != null) {
+      path = dataDir;
+      subdir = "redis-${cfg.app}";
+      user = "redis-${cfg.app}";
+      group = "redis-${cfg.app}";
+    };
+
+    nixInfra.backups.${cfg.app} = mkIf cfg.backup.enable {
+      kind = "valkey";
+      # restic reads the directory as root; the restore puts it back with its owners
+      paths = [ dataDir ];
+      unit = "redis-${cfg.app}.service";
+      inherit (cfg.backup) repositorySecret passwordSecret sshKeySecret knownHosts schedule keep limitUploadKiB;
+      environment = {
+        NIX_INFRA_BACKUP_STAGE_DIR = if volume != null then "${volume.mountpoint}/.nix-infra-restore-${cfg.app}" else "/var/lib/.nix-infra-restore-${cfg.app}";
+        NIX_INFRA_BACKUP_VALKEY_PORT = toString app.port;
+        NIX_INFRA_BACKUP_VALKEY_PASSWORD_SECRET = cfg.passwordSecret;
+      };
+      packages = [ pkgs.valkey ];
+    };
 
     services.redis.package = pkgs.valkey;
     services.redis.servers.${cfg.app} = {

@@ -33,6 +33,8 @@ let
     let
       c = node.config;
       ipv6 = (readFacts facts name).publicIpv6 or null;
+      # each volume's Hetzner id, recorded by provision (null until then)
+      volumeIds = (readFacts facts name).volumes or { };
     in
     {
       nixInfra = {
@@ -40,7 +42,13 @@ let
         etcd = { inherit (c.etcd) endpoints members initialCluster clientPort peerPort; };
         mesh = { inherit (c.mesh) enable template emptyConfig configPath consumerEnv; };
         overlay = { inherit (c.overlay) network port; };
-        apps = builtins.mapAttrs (_: a: { inherit (a) image port secrets unit registration; }) c.apps;
+        apps = builtins.mapAttrs (an: a: {
+          inherit (a) image port secrets unit registration;
+        } // (if (spec.apps.${an}.volume or null) != null then { volume = spec.apps.${an}.volume; } else { })) c.apps;
+        volumes = builtins.mapAttrs (v: vol: {
+          inherit (vol) size mountpoint filesystem;
+          id = volumeIds.${v}.id or null;
+        }) (c.volumes or { });
         ingress.frontends = c.ingress.frontends;
         hetzner = {
           enable = spec.provider.type == "hetzner";

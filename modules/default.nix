@@ -9,5 +9,7 @@
     ./apps.nix
     ./ingress.nix
     ./registry.nix
+    ./volumes.nix
+    ./backup.nix
   ];
 }

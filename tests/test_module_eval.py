@@ -286,7 +286,8 @@ def test_docs_rows_are_the_stand_ins_options_from_the_same_file() -> None:
                     a.startswith("<") or b in ("<name>", "*") or a == b
                     for a, b in zip(segments, path.split("."), strict=False)
                 )
-                and len(path.split(".")) >= min(len(segments), 2)
+                # a top-level option of one segment (fileSystems) declares its whole submodule
+                and (len(path.split(".")) >= min(len(segments), 2) or path == segments[0])
             ]
             named = {f for files in matches for f in files}
             if not matches:

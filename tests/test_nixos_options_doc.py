@@ -18,7 +18,7 @@ MODULE_FILES = [
 ]
 ROOTS = r"(?:services|networking|systemd|virtualisation|security|nix|boot|users|environment|system|disko)"
 # an explicit dotted option path; `environment.X` inside a unit is a unit option, not environment.*
-PATH = re.compile(rf"(?<![\w.$]){ROOTS}\.[A-Za-z][\w-]*(?:\.[A-Za-z][\w-]*)*")
+PATH = re.compile(rf"(?<![\w.$-]){ROOTS}\.[A-Za-z][\w-]*(?:\.[A-Za-z][\w-]*)*")
 ROWS = re.compile(r"^\| `([^`]+)`[^|]*\| ([^|]+)\| ([^|]+)\|$", re.M)
 
 

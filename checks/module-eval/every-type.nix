@@ -2,7 +2,9 @@
 # name other than its default, for the module evaluation check: 1 ctrl, 2
 # workers (a container app with a secret, a data directory and a non-root
 # user; a frontend), a service node (PostgreSQL and Valkey), an ingress and a
-# registry.
+# registry. The service node has a volume holding both databases' data, and both
+# are backed up (PostgreSQL to an SFTP Storage Box); its volume data is set as
+# lib and the facts would set it (nixInfra.volumes, apps.<app>.volume).
 { mkClusterFlake, appModules }:
 mkClusterFlake {
   cluster = {
@@ -24,8 +26,8 @@ mkClusterFlake {
     apps = {
       shop = { group = "frontends"; port = 3000; publish = 5100; nodes = [ "worker001" "worker002" ]; image = "registry.example.com:5000/acme/shop@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"; };
       orders = { group = "backends"; port = 8080; publish = 5001; nodes = [ "worker001" ]; image = "ghcr.io/acme/orders:2.1"; secrets = [ "orders-token" "orders-db-url" ]; healthCheck = { type = "http"; path = "/healthz"; }; };
-      maindb = { group = "services"; port = 5432; publish = 15432; nodes = [ "svc001" ]; unit = "postgresql.service"; secrets = [ "maindb-pass" ]; healthCheck.type = "tcp"; };
-      sessions = { group = "services"; port = 6379; publish = 16379; nodes = [ "svc001" ]; unit = "redis-sessions.service"; secrets = [ "sessions-pass" ]; healthCheck.type = "tcp"; };
+      maindb = { group = "services"; port = 5432; publish = 15432; nodes = [ "svc001" ]; unit = "postgresql.service"; secrets = [ "maindb-pass" "maindb-backup-repository" "maindb-backup-password" "maindb-backup-ssh-key" ]; healthCheck.type = "tcp"; };
+      sessions = { group = "services"; port = 6379; publish = 16379; nodes = [ "svc001" ]; unit = "redis-sessions.service"; secrets = [ "sessions-pass" "sessions-backup-repository" "sessions-backup-password" ]; healthCheck.type = "tcp"; };
     };
   };
   modules = [
@@ -41,6 +43,19 @@ mkClusterFlake {
         environment.LOG_LEVEL = "info";
         cmd = [ "--serve" ];
       };
+    }
+  ];
+  nodeModules.svc001 = [
+    {
+      nixInfra.volumes.data = { size = 50; mountpoint = "/srv/data"; filesystem = "ext4"; id = 100123; };
+      nixInfra.apps.maindb.volume = "data";
+      nixInfra.apps.sessions.volume = "data";
+      nixInfra.postgresql.backup = {
+        enable = true;
+        sshKeySecret = "maindb-backup-ssh-key";
+        knownHosts = "[u123456.your-storagebox.de]:23 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFh3lE0v6xTeU8KJ1Yl9bWQ8m4xg1Qk5yUn7s0Zq3pQ2";
+      };
+      nixInfra.valkey.backup = { enable = true; schedule = "hourly"; keep.daily = 14; };
     }
   ];
   nodeModules.ingress001 = [

@@ -20,8 +20,8 @@ let
     };
   package = name: drv name "" // { pname = name; version = "0-stand-in"; };
   names = [
-    "bash" "check-jsonschema" "coreutils" "curl" "docker-distribution" "e2fsprogs" "etcd" "flannel" "gawk" "haproxy" "confd"
-    "nginx" "nix-serve" "openssh" "openssl" "podman" "postgresql_17" "redis" "restic" "systemd" "util-linux" "valkey"
+    "bash" "check-jsonschema" "coreutils" "curl" "diffutils" "docker-distribution" "e2fsprogs" "gnugrep" "gnused" "etcd" "flannel" "gawk" "haproxy" "confd"
+    "nginx" "nix-serve" "openssh" "openssl" "podman" "postgresql_17" "redis" "restic" "systemd" "util-linux" "valkey" "xfsprogs"
   ];
 in
 builtins.listToAttrs (map (n: { name = n; value = package n; }) names)

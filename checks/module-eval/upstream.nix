@@ -136,6 +136,51 @@ in
       };
   }
   {
+    # timers: unit options (nixos/lib/systemd-unit-options.nix) plus timerConfig
+    file = "nixos/modules/system/boot/systemd.nix";
+    options.systemd.timers = opt (types.attrsOf (types.submodule {
+      options = {
+        enable = opt types.bool true;
+        description = opt types.singleLineStr "";
+        wantedBy = unitDeps;
+        requiredBy = unitDeps;
+        after = unitDeps;
+        before = unitDeps;
+        unitConfig = opt (types.attrsOf unitOption) { };
+        timerConfig = req (types.attrsOf unitOption);
+      };
+    })) { };
+    # upstream: a timer starts the service of its name unless timerConfig.Unit says otherwise
+    config = { config, ... }: {
+      assertions = lib.mapAttrsToList (name: t: {
+        assertion = t.timerConfig ? Unit || config.systemd.services ? ${name};
+        message = "systemd.timers.${name}: no ${name}.service to start";
+      }) config.systemd.timers;
+    };
+  }
+  {
+    file = "nixos/modules/tasks/filesystems.nix";
+    options.fileSystems =
+      let
+        isNonEmpty = s: builtins.match "[ \t\n]*" s == null;
+        nonEmptyStr = types.addCheck types.str isNonEmpty;
+        noTrailingSlash = types.addCheck types.str (s: isNonEmpty s && builtins.match ".+/" s == null);
+      in
+      opt (types.attrsOf (types.submodule ({ name, ... }: {
+        options = {
+          enable = opt types.bool true;
+          mountPoint = opt noTrailingSlash name;
+          device = opt (types.nullOr nonEmptyStr) null;
+          fsType = opt nonEmptyStr "auto";
+          options = opt (types.nonEmptyListOf nonEmptyStr) [ "defaults" ];
+          depends = opt (types.listOf noTrailingSlash) [ ];
+          autoFormat = bool;
+          autoResize = bool;
+          noCheck = bool;
+        };
+      }))) { };
+  }
+  {
     file = "nixos/modules/system/boot/systemd/tmpfiles.nix";
     options.systemd.tmpfiles.rules = strList;
   }

@@ -56,6 +56,28 @@ in
     expr = (builtins.elemAt flake.nixosConfigurations.ctrl001.modules 2).nixInfra.hetzner.ipv6Network;
     expected = null;
   };
+  # volumes: lib's data with each volume's id from the facts; an app's volume from the spec
+  testVolumesFromNodeconfigAndFacts =
+    let
+      node = cluster.nodes.worker001 // {
+        config = cluster.nodes.worker001.config // {
+          volumes = { data = { size = 20; mountpoint = "/srv/data"; filesystem = "ext4"; }; spare = { size = 10; mountpoint = "/srv/spare"; filesystem = "xfs"; }; };
+        };
+      };
+      spec = { provider.type = "hetzner"; apps.api.volume = "data"; };
+      d = (cf.nodeDataModule spec "volumes001" node ./facts).nixInfra;
+    in
+    {
+      expr = { inherit (d) volumes; apiVolume = d.apps.api.volume; };
+      expected = {
+        volumes = {
+          data = { size = 20; mountpoint = "/srv/data"; filesystem = "ext4"; id = 4711; };
+          spare = { size = 10; mountpoint = "/srv/spare"; filesystem = "xfs"; id = null; };
+        };
+        apiVolume = "data";
+      };
+    };
+  testNoVolumeNoAppVolume = { expr = data.nixInfra.volumes == { } && !(data.nixInfra.apps.api ? volume); expected = true; };
   testStateVersion = { expr = (builtins.elemAt w.modules 3).system.stateVersion; expected = { _default = "26.05"; }; };
   testTemplateFlakeManifestIsLibs = {
     expr = template.nixInfra.manifest;

@@ -793,6 +793,7 @@ def _result(opts: Options, status: str, p: Plan) -> None:
         click.echo(status)
 
 
+from nix_infra.cli_backup import backup_group  # noqa: E402
 from nix_infra.cli_secrets import action_cmd, secret_group  # noqa: E402  (commands register on `cli`)
 from nix_infra.cli_state import etcd_group, init_cmd, pki_group  # noqa: E402
 
@@ -801,6 +802,7 @@ cli.add_command(secret_group)
 cli.add_command(action_cmd)
 cli.add_command(pki_group)
 cli.add_command(etcd_group)
+cli.add_command(backup_group)
 
 
 def main() -> None:

@@ -322,6 +322,8 @@ class FakeFleet:
             f"AuthorizedKeysFile {root}/etc/authorized_keys\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PidFile /run/sshd.pid\nStrictModes no\nUsePAM no\nMaxStartups 100\n"
+            # an SFTP server, as a Hetzner Storage Box is (the backup drill's repository)
+            "Subsystem sftp internal-sftp\n"
             f"SetEnv PATH={root}/bin:/usr/bin:/bin:/usr/sbin:/sbin\n"
             # Every fake node's sshd shares this machine's CPU; the post-quantum key exchange
             # (sntrup761, OpenSSH's default) costs ~0.1 s of CPU per side per connection,
