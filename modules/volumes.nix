@@ -29,6 +29,7 @@ let
   dirUnit = app: "nix-infra-volume-dir-${app}";
   volumeOf = app: cfg.${apps.${app}.volume};
   withVolume = lib.filterAttrs (_: a: a.volume != null) apps;
+  known = lib.filterAttrs (_: v: v.id != null) cfg;
 
   volumeOptions = {
     options = {
@@ -84,17 +85,16 @@ in
   };
 
   config = mkMerge [
-    (mkIf (cfg != { }) {
-      assertions = mapAttrsToList (name: v: {
-        assertion = v.id != null;
-        message = "nixInfra.volumes.${name}: no volume id (facts/<node>.json volumes.${name}.id); run `nix-infra provision` first.";
-      }) cfg;
-
+    # a volume whose id is not known yet (no provision since it was added) is not
+    # mounted; the system still evaluates (a cluster repo's CI runs before provision),
+    # and its apps refuse to start (AssertPathIsMountPoint below) instead of writing to
+    # the root disk
+    (mkIf (known != { }) {
       fileSystems = mapAttrs' (name: v: nameValuePair v.mountpoint {
         device = device v;
         fsType = v.filesystem;
         options = [ "nofail" "x-systemd.requires=${formatUnit name}.service" ];
-      }) cfg;
+      }) known;
 
       systemd.services = mapAttrs' (name: v: nameValuePair (formatUnit name) {
         description = "nix-infra: a file system on volume ${name} if it is blank (never reformats)";
@@ -105,7 +105,7 @@ in
           RemainAfterExit = true;
           ExecStart = "${pkgs.bash}/bin/bash ${./scripts/format-volume.sh} ${lib.escapeShellArgs [ (device v) v.filesystem "90" ]}";
         };
-      }) cfg;
+      }) known;
     })
     (mkIf (withVolume != { }) {
       assertions = mapAttrsToList (name: a: {
@@ -117,25 +117,28 @@ in
         # the app's unit needs its volume mounted (and its data directory, when put there)
         (mapAttrs' (name: a: nameValuePair (serviceName a.unit) {
           unitConfig.RequiresMountsFor = [ (volumeOf name).mountpoint ] ++ lib.optional (dirs ? ${name}) dirs.${name}.path;
+          # never on the root disk: not started unless the volume is mounted there
+          unitConfig.AssertPathIsMountPoint = (volumeOf name).mountpoint;
         }) (lib.filterAttrs (_: a: cfg ? ${a.volume}) withVolume))
         # the data directory on the volume, made before it is bind-mounted
         (mapAttrs' (app: d: nameValuePair (dirUnit app) {
           description = "nix-infra: ${app}'s data directory on volume ${apps.${app}.volume}";
           unitConfig.DefaultDependencies = false;
           unitConfig.RequiresMountsFor = [ (volumeOf app).mountpoint ];
+          unitConfig.AssertPathIsMountPoint = (volumeOf app).mountpoint;
           serviceConfig = {
             Type = "oneshot";
             RemainAfterExit = true;
             ExecStart = "${pkgs.coreutils}/bin/install -d ${lib.escapeShellArgs [ "-m" d.mode "-o" d.user "-g" d.group "--" "${(volumeOf app).mountpoint}/${d.subdir}" ]}";
           };
-        }) (lib.filterAttrs (app: _: withVolume ? ${app} && cfg ? ${apps.${app}.volume}) dirs))
+        }) (lib.filterAttrs (app: _: withVolume ? ${app} && known ? ${apps.${app}.volume}) dirs))
       ];
 
       fileSystems = mapAttrs' (app: d: nameValuePair d.path {
         device = "${(volumeOf app).mountpoint}/${d.subdir}";
         fsType = "none";
         options = [ "bind" "nofail" "x-systemd.requires=${dirUnit app}.service" "x-systemd.requires-mounts-for=${(volumeOf app).mountpoint}" ];
-      }) (lib.filterAttrs (app: _: withVolume ? ${app} && cfg ? ${apps.${app}.volume}) dirs);
+      }) (lib.filterAttrs (app: _: withVolume ? ${app} && known ? ${apps.${app}.volume}) dirs);
     })
   ];
 }

@@ -369,3 +369,14 @@ def test_container_settings_that_would_harm_the_host_are_refused(repo_copy: Path
     summary = run_check(repo_copy, "every-type/worker001")
     assert summary["errors"] == 1
     assert f"nixInfra.containerApps.orders.{setting}" in json.dumps(summary["problems"])
+
+
+def test_a_volume_not_provisioned_yet_evaluates_and_its_apps_never_use_the_root_disk(repo_copy: Path) -> None:
+    # a cluster repo's CI evaluates before provision recorded the volume's id: no mount
+    # then, and the apps on it refuse to start rather than write to the root disk
+    (repo_copy / "checks/module-eval/every-type-facts/svc001.json").unlink()
+    summary = run_check(repo_copy, "every-type/svc001")
+    assert (summary["errors"], summary["failed_assertions"], summary["warnings"]) == (0, 0, 0)
+    unit = evaluate("c.clusters.every-type.nixosConfigurations.svc001.config.systemd.services.postgresql.unitConfig")
+    assert unit["AssertPathIsMountPoint"] == "/srv/data"
+    assert unit["RequiresMountsFor"] == ["/srv/data", "/var/lib/postgresql"]

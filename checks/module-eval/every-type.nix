@@ -2,11 +2,12 @@
 # name other than its default, for the module evaluation check: 1 ctrl, 2
 # workers (a container app with a secret, a data directory and a non-root
 # user; a frontend), a service node (PostgreSQL and Valkey), an ingress and a
-# registry. The service node has a volume holding both databases' data, and both
-# are backed up (PostgreSQL to an SFTP Storage Box); its volume data is set as
-# lib and the facts would set it (nixInfra.volumes, apps.<app>.volume).
+# registry. The service node has a volume (in the spec; its id in
+# every-type-facts/, as provision records it) holding both databases' data, and
+# both are backed up (PostgreSQL to an SFTP Storage Box).
 { mkClusterFlake, appModules }:
 mkClusterFlake {
+  facts = ./every-type-facts;
   cluster = {
     name = "everytype";
     provider = {
@@ -19,15 +20,19 @@ mkClusterFlake {
       ctrl001 = { type = "ctrl"; serverType = "cx22"; };
       worker001 = { type = "worker"; serverType = "cx22"; };
       worker002 = { type = "worker"; serverType = "cx22"; };
-      svc001 = { type = "service"; serverType = "cx32"; };
+      svc001 = {
+        type = "service";
+        serverType = "cx32";
+        volumes.data = { size = 50; mountpoint = "/srv/data"; filesystem = "ext4"; };
+      };
       ingress001 = { type = "ingress"; serverType = "cx22"; };
       registry001 = { type = "registry"; serverType = "cx22"; };
     };
     apps = {
       shop = { group = "frontends"; port = 3000; publish = 5100; nodes = [ "worker001" "worker002" ]; image = "registry.example.com:5000/acme/shop@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"; };
       orders = { group = "backends"; port = 8080; publish = 5001; nodes = [ "worker001" ]; image = "ghcr.io/acme/orders:2.1"; secrets = [ "orders-token" "orders-db-url" ]; healthCheck = { type = "http"; path = "/healthz"; }; };
-      maindb = { group = "services"; port = 5432; publish = 15432; nodes = [ "svc001" ]; unit = "postgresql.service"; secrets = [ "maindb-pass" "maindb-backup-repository" "maindb-backup-password" "maindb-backup-ssh-key" ]; healthCheck.type = "tcp"; };
-      sessions = { group = "services"; port = 6379; publish = 16379; nodes = [ "svc001" ]; unit = "redis-sessions.service"; secrets = [ "sessions-pass" "sessions-backup-repository" "sessions-backup-password" ]; healthCheck.type = "tcp"; };
+      maindb = { group = "services"; port = 5432; publish = 15432; nodes = [ "svc001" ]; unit = "postgresql.service"; secrets = [ "maindb-pass" "maindb-backup-repository" "maindb-backup-password" "maindb-backup-ssh-key" ]; healthCheck.type = "tcp"; volume = "data"; };
+      sessions = { group = "services"; port = 6379; publish = 16379; nodes = [ "svc001" ]; unit = "redis-sessions.service"; secrets = [ "sessions-pass" "sessions-backup-repository" "sessions-backup-password" ]; healthCheck.type = "tcp"; volume = "data"; };
     };
   };
   modules = [
@@ -47,9 +52,6 @@ mkClusterFlake {
   ];
   nodeModules.svc001 = [
     {
-      nixInfra.volumes.data = { size = 50; mountpoint = "/srv/data"; filesystem = "ext4"; id = 100123; };
-      nixInfra.apps.maindb.volume = "data";
-      nixInfra.apps.sessions.volume = "data";
       nixInfra.postgresql.backup = {
         enable = true;
         sshKeySecret = "maindb-backup-ssh-key";
