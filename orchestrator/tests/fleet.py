@@ -166,6 +166,8 @@ root=$(readlink -f "$FAKE_FLEET_ROOT/by-ip/${target#*@}")
 cp "$extra/etc/ssh/ssh_host_ed25519_key" "$root/etc/host_key"
 cp "$extra/etc/ssh/ssh_host_ed25519_key.pub" "$root/etc/host_key.pub"
 kill -HUP "$(cat "$root/run/sshd.pid")"
+# With FAKE_INSTALL_PAUSE set, it pauses here (a kill-point test stops the CLI meanwhile)
+[ -z "${FAKE_INSTALL_PAUSE:-}" ] || sleep "$FAKE_INSTALL_PAUSE"
 # With FAKE_INSTALL_SYSTEM set, it installs and "boots" the node's full system as the real one
 # does: built here, copied into the node's store, running; every unit that loads a credential
 # failed at boot, since no credential exists yet on a new server.
