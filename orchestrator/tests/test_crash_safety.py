@@ -124,6 +124,11 @@ def settled(cluster: Cluster, timeout: float = 90.0) -> None:
 
 
 def assert_intact_and_clean(cluster: Cluster, summary: dict[str, object], desired: dict[str, str]) -> None:
+    assert_intact(cluster, summary, desired)
+    assert_clean(cluster)
+
+
+def assert_intact(cluster: Cluster, summary: dict[str, object], desired: dict[str, str]) -> None:
     nodes = summary["nodes"]
     assert isinstance(nodes, list)
     said = {n["node"]: n["new_system"] for n in nodes}
@@ -139,7 +144,11 @@ def assert_intact_and_clean(cluster: Cluster, summary: dict[str, object], desire
         assert [" ".join(line.split()[1:3]) for line in known if line.endswith(f"nix-infra:{n}")] == [
             served_key(cluster, n)
         ]
-    # clean: no temp files in facts/, no private key of ours in /dev/shm
+
+
+def assert_clean(cluster: Cluster) -> None:
+    """No temp files in facts/, no private key of this fleet in /dev/shm."""
+    facts = cluster.flake / "facts"
     assert sorted(p.name for p in facts.iterdir()) == sorted(
         [".nix-infra.lock", "known_hosts", *(f"{n}.json" for n in NODES)]
     )
@@ -252,6 +261,15 @@ def test_ctrl_c_during_activation_stops_at_once_and_says_what_the_node_will_do(c
     assert "Traceback" not in err
 
 
+def switched_key(cluster: Cluster) -> bool:
+    """Whether a node serves its final host key (nixos-anywhere got that far)."""
+    return any(
+        (s.root / "etc" / "host_key.pub").read_text() != (s.root / "etc" / "bootstrap_key.pub").read_text()
+        for s in list(cluster.fleet.servers.values())
+        if (s.root / "etc" / "bootstrap_key.pub").exists()
+    )
+
+
 # ---- case 4: a kill during install ----------------------------------------------------------------
 
 
@@ -259,16 +277,7 @@ def test_kill_during_install_leaves_the_node_reachable_and_no_key_behind(
     cluster: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = spawn(cluster, "deploy", env={"FAKE_INSTALL_PAUSE": "30"})
-
-    def switched_key() -> bool:
-        servers = cluster.fleet.servers
-        return any(
-            (s.root / "etc" / "host_key.pub").read_text() != (s.root / "etc" / "bootstrap_key.pub").read_text()
-            for s in list(servers.values())
-            if (s.root / "etc" / "bootstrap_key.pub").exists()
-        )
-
-    wait_for("a node serving its final host key", switched_key, timeout=180)
+    wait_for("a node serving its final host key", lambda: switched_key(cluster), timeout=180)
     os.killpg(run.proc.pid, signal.SIGKILL)
     run.proc.wait()
     code, out, err = cluster.cli(capsys, "--json", "deploy")
@@ -291,6 +300,7 @@ def _node_status(node: str, status: str) -> Callable[[Cluster, Running], bool]:
 
 
 KILL_POINTS: dict[str, Callable[[Cluster, Running], bool]] = {
+    "install": lambda cluster, run: switched_key(cluster),  # nixos-anywhere is running (paused)
     "build": _event("phase", phase="build"),
     "copy": _event("phase", phase="copy"),
     "copied": _event("copied"),
@@ -322,17 +332,29 @@ def kill(run: Running, how: str) -> None:
 def test_deploy_killed_at_a_step_boundary_converges_on_rerun(
     cluster: Cluster, capsys: pytest.CaptureFixture[str], point: str, how: str
 ) -> None:
-    cluster.deployed(capsys, 1)
-    g2 = cluster.systems(2)
-    run = spawn(cluster, "deploy", "--no-provision", "--confirm-timeout", "10")
+    if point == "install":  # a new cluster: provision, then install (paused after the key switch)
+        g2 = cluster.systems(1)
+        run = spawn(cluster, "deploy", "--confirm-timeout", "10", env={"FAKE_INSTALL_PAUSE": "10"})
+    else:
+        cluster.deployed(capsys, 1)
+        g2 = cluster.systems(2)
+        run = spawn(cluster, "deploy", "--no-provision", "--confirm-timeout", "10")
     cond = KILL_POINTS[point]
     wait_for(f"kill point {point}", lambda: cond(cluster, run) or run.proc.poll() is not None, interval=0.01)
     tried = run.proc.poll() is None
-    kill(run, how) if tried else None
-    code, out, err = cluster.cli(capsys, "--json", "deploy", "--no-provision")
-    assert code == 0, err
-    assert_intact_and_clean(cluster, summary_of(out), g2)
-    record = os.environ.get("NIX_INFRA_KILL_RECORD")
-    if record:
-        with open(record, "a") as f:
-            f.write(json.dumps({"point": point, "signal": how, "killed": tried, "intact": True, "clean": True}) + "\n")
+    intact = clean = False
+    try:
+        if tried:
+            kill(run, how)
+        code, out, err = cluster.cli(capsys, "--json", "deploy", *([] if point == "install" else ["--no-provision"]))
+        assert code == 0, err
+        assert_intact(cluster, summary_of(out), g2)
+        intact = True
+        assert_clean(cluster)
+        clean = True
+    finally:
+        record = os.environ.get("NIX_INFRA_KILL_RECORD")
+        if record:
+            with open(record, "a") as f:
+                row = {"point": point, "signal": how, "killed": tried, "intact": intact, "clean": clean}
+                f.write(json.dumps(row) + "\n")
