@@ -81,8 +81,10 @@ def _secret_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix=SECRET_PREFIX, dir=_secret_base()))
     try:
         path.chmod(0o700)
-        with open(path / LOCK_NAME, "w") as lock:  # not inherited by children (O_CLOEXEC)
+        # locked under another name, then renamed: a cleaner never sees the lock file unlocked
+        with open(path / ".owner.lock.new", "w") as lock:  # not inherited by children (O_CLOEXEC)
             fcntl.flock(lock, fcntl.LOCK_EX)
+            os.rename(path / ".owner.lock.new", path / LOCK_NAME)
             yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
