@@ -331,6 +331,9 @@ class Deployer:
             status = self._watch(
                 target, act, ("confirmed", "rolled-back"), self.options.confirm_timeout + 30, confirm=True
             )
+        stop_error = ""
+        if status is None:  # abandoned: stop the unit, whose shell then reverts (profile included)
+            status, stop_error = self._abandon(target, act)
         seconds = time.monotonic() - start
         if status == "confirmed":
             self.emit("switched", target.node, system=new)
@@ -338,8 +341,22 @@ class Deployer:
         tail = run_remote(target, act.log_command(), check=False, timeout=30).stdout.strip()
         result = status if status in ("failed", "rolled-back") else "failed"
         detail = tail or ("activation did not report back in time" if status is None else "")
+        if stop_error:
+            detail += f"\nstopping {act.unit} failed: {stop_error}"
         self.emit("failed", target.node, result=result, log=tail)
         return NodeOutcome(target.node, result, old, new, detail=detail, seconds=seconds)
+
+    def _abandon(self, target: SshTarget, act: Activation) -> tuple[str | None, str]:
+        """Stop an activation that did not report back in time (`systemctl stop` of its unit: it
+        reverts to what ran and puts the profile back); its final status, and why stopping failed."""
+        self._check_cancel()
+        self.emit("phase", target.node, phase="abandon", token=act.token)
+        stopped = run_remote(target, ["systemctl", "stop", "--", act.unit], check=False, timeout=120)
+        error = "" if stopped.returncode == 0 else (stopped.stderr.strip() or f"exit {stopped.returncode}")
+        if stopped.returncode == 255:  # unreachable: it reverts by itself once its timeout passes
+            return None, error
+        status = self._watch(target, act, ("rolled-back", "failed", "confirmed"), self.options.confirm_timeout + 30)
+        return status, error
 
     # ---- health ------------------------------------------------------------------------------
     def healthy(self, target: SshTarget, node: Node, extra: Sequence[str] = ()) -> str | None:

@@ -11,6 +11,8 @@ server's PATH:
 
   systemd-run  runs the command after `--` detached (setsid), as a transient
                unit would, and records its argv in /run/fake/systemd-run.log
+               and its process group in /run/fake/transient/UNIT (`systemctl
+               stop UNIT` sends that group SIGTERM, as systemd does)
   systemctl    models the units a test system defines (its `units` file: each
                unit and the credentials it loads, LoadCredentialEncrypted=):
                state in /run/fake/units/U (active, failed, inactive); `start`
@@ -51,11 +53,17 @@ from typing import Any
 SSH_PORT = 2222
 
 SYSTEMD_RUN = """#!/bin/sh
-# stand-in for systemd-run: run the command after "--" detached, like a transient unit
+# stand-in for systemd-run: run the command after "--" detached, like a transient unit; its
+# process group is recorded under /run/fake/transient/UNIT for `systemctl stop`
 echo "$*" >> /run/fake/systemd-run.log
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do shift; done
+unit=""
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+  case "$1" in --unit=*) unit=${1#--unit=} ;; esac
+  shift
+done
 shift
 setsid "$@" >> /run/fake/units.log 2>&1 < /dev/null &
+if [ -n "$unit" ]; then mkdir -p /run/fake/transient && echo $! > "/run/fake/transient/$unit"; fi
 """
 
 SYSTEMCTL = r"""#!/bin/bash
@@ -114,6 +122,16 @@ case "$verb" in
       if [ "$verb" = try-restart ]; then [ "$(state "$u")" = active ] && [ -f "$units/$u" ] || continue; fi
       if [ -f "$units/$u" ]; then start "$u" || rc=$?
       elif [ "$verb" != try-restart ]; then echo "Failed to $verb $u: Unit $u not found." >&2; rc=5; fi
+    done
+    exit $rc ;;
+  stop)  # a transient unit (systemd-run): SIGTERM to its process group, as systemd does
+    rc=0
+    for u in "${args[@]}"; do
+      if [ -f "/run/fake/transient/$u" ]; then
+        kill -TERM -- "-$(cat "/run/fake/transient/$u")" 2>/dev/null || true
+        rm -f "/run/fake/transient/$u"
+      elif [ -f "$units/$u" ]; then echo inactive > "$units/$u"
+      else echo "Failed to stop $u: Unit $u not loaded." >&2; rc=5; fi
     done
     exit $rc ;;
   reset-failed)

@@ -358,3 +358,21 @@ def test_deploy_killed_at_a_step_boundary_converges_on_rerun(
             with open(record, "a") as f:
                 row = {"point": point, "signal": how, "killed": tried, "intact": intact, "clean": clean}
                 f.write(json.dumps(row) + "\n")
+
+
+# ---- case 1, second half: an abandoned activation ---------------------------------------------------
+
+
+def test_an_abandoned_activation_is_stopped_and_puts_the_profile_back(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g1 = cluster.deployed(capsys, 1)
+    g2 = cluster.systems(2)
+    before = profile_links(cluster, "worker001")
+    cluster.server("worker001").fake_file("hang").write_text(g2["worker001"] + "\n")
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision", "--on", "worker001", "--activation-timeout", "5")
+    assert code == 1 and "worker001" in err
+    settled(cluster)
+    assert cluster.server("worker001").current_system() == g1["worker001"]
+    assert profile_links(cluster, "worker001") == before  # not left on the abandoned system
+    assert statuses(cluster, "worker001")[-1] == "rolled-back"
