@@ -12,20 +12,32 @@ nixos-anywhere turns host key checking off for its own connections (its
 default SSH options put StrictHostKeyChecking=no first, and for OpenSSH the
 first value of an option wins). So nixos-anywhere runs with an `ssh` wrapper
 first on its PATH that puts the pinned options in front of everything else.
+
+Crash safety. The final key's public half is recorded in facts (`pendingHostKey`)
+and pinned next to the bootstrap key *before* nixos-anywhere starts, so a run
+killed during the install never locks the node out: the next run asks which key
+answers. The final key: the node runs the installed system, which is pinned alone
+and recorded as installed. The bootstrap key: the install did not get that far and
+starts again with a new final key. The private key lives in a private directory
+in /dev/shm, held with a lock while this process uses it; the next run removes
+every such directory whose lock is free (its process is gone).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from nix_infra.errors import NixInfraError
-from nix_infra.facts import FactsStore, HostKey, generate_host_key
+from nix_infra.facts import FactsStore, HostKey, NodeFacts, generate_host_key
 from nix_infra.process import run
 from nix_infra.ssh import SshTarget, run_remote, ssh_options
 
@@ -51,12 +63,64 @@ def ssh_wrapper(real_ssh: str, target: SshTarget) -> str:
     return f'#!/bin/sh\nexec {shlex.quote(real_ssh)} {shlex.join(pinned)} "$@"\n'
 
 
-def _secret_dir() -> Path:
-    """A private directory in memory (tmpfs) for the host key's few seconds outside Python."""
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
-    path = Path(tempfile.mkdtemp(prefix="nix-infra-", dir=base))
-    path.chmod(0o700)
-    return path
+SECRET_PREFIX = "nix-infra-"
+LOCK_NAME = ".owner.lock"
+# a directory of ours without a lock file (an older version, or created a moment ago and not
+# locked yet) is removed only once it is this old
+UNLOCKED_MAX_AGE = 900.0
+
+
+def _secret_base() -> Path:
+    return Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
+@contextlib.contextmanager
+def _secret_dir() -> Iterator[Path]:
+    """A private directory in memory (tmpfs) for the host key's few seconds outside Python,
+    locked (flock) while this process uses it and removed after."""
+    path = Path(tempfile.mkdtemp(prefix=SECRET_PREFIX, dir=_secret_base()))
+    try:
+        path.chmod(0o700)
+        # locked under another name, then renamed: a cleaner never sees the lock file unlocked
+        with open(path / ".owner.lock.new", "w") as lock:  # not inherited by children (O_CLOEXEC)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            os.rename(path / ".owner.lock.new", path / LOCK_NAME)
+            yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_stale_secret_dirs(base: Path | None = None) -> list[Path]:
+    """Remove the private directories that killed runs left behind (their lock is free); the
+    removed ones are returned."""
+    base = base or _secret_base()
+    removed = []
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return []
+    for path in entries:
+        if not path.name.startswith(SECRET_PREFIX) or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            if path.stat().st_uid != os.getuid():
+                continue
+            lock_path = path / LOCK_NAME
+            if lock_path.exists():
+                with open(lock_path) as lock:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live run's
+                    shutil.rmtree(path, ignore_errors=True)
+            elif (path / "extra-files").exists() and time.time() - path.stat().st_mtime > UNLOCKED_MAX_AGE:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                continue
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def write_extra_files(directory: Path, key: HostKey) -> None:
@@ -82,6 +146,32 @@ def wait_reachable(target: SshTarget, timeout: float, interval: float = 2.0) -> 
     raise NixInfraError(f"{target.node}: not reachable {timeout:.0f} s after installing NixOS: {last}")
 
 
+def answers_with(target: SshTarget, public_key: str, workdir: Path) -> bool:
+    """Whether the node answers over SSH with exactly this host key (a known_hosts of its own)."""
+    host = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
+    known = workdir / "known_hosts.pending"
+    known.write_text(f"{host} {' '.join(public_key.split()[:2])}\n")
+    return run_remote(replace(target, known_hosts=known), ["true"], check=False, timeout=60).returncode == 0
+
+
+def resume(node: str, target: SshTarget, facts: FactsStore, known: NodeFacts) -> bool:
+    """An install an earlier run started (its final key is pending): True when the node answers
+    with the final key (it is then recorded as installed and pinned alone); False when it still
+    answers with the bootstrap key (the install starts again)."""
+    assert known.pending_host_key is not None
+    with _secret_dir() as workdir:
+        if answers_with(target, known.pending_host_key, workdir):
+            facts.write(replace(known, host_key=known.pending_host_key, installed=True, pending_host_key=None))
+            return True
+        if answers_with(target, known.host_key, workdir):
+            return False
+    raise NixInfraError(
+        f"{node}: an earlier install was interrupted and the node answers with neither the bootstrap "
+        f"nor the new host key (facts/{node}.json hostKey and pendingHostKey); check it in the Hetzner "
+        f"console, or `destroy {node}` and provision again"
+    )
+
+
 def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, reboot_timeout: float = 600.0) -> None:
     """Install NixOS on a fresh server and pin its final host key."""
     known = facts.read(node)
@@ -90,9 +180,12 @@ def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, rebo
     real_ssh = shutil.which("ssh")
     if real_ssh is None:
         raise NixInfraError("ssh is not installed")
+    if known.pending_host_key is not None:
+        if resume(node, target, facts, known):
+            return
+        known = replace(known, pending_host_key=None)
     final = generate_host_key()
-    workdir = _secret_dir()
-    try:
+    with _secret_dir() as workdir:
         extra = workdir / "extra-files"
         write_extra_files(extra, final)
         bindir = workdir / "bin"
@@ -101,8 +194,8 @@ def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, rebo
         wrapper.write_text(ssh_wrapper(real_ssh, target))
         wrapper.chmod(0o755)
         env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        # intent first: the new key is pinned next to the bootstrap one before anything can use it
+        facts.write(replace(known, pending_host_key=final.public))
         run(nixos_anywhere_argv(flake, node, target, extra), env=env, what=f"{node}: installing NixOS (nixos-anywhere)")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    facts.write(replace(known, host_key=final.public, installed=True))
+    facts.write(replace(known, host_key=final.public, installed=True, pending_host_key=None))
     wait_reachable(target, reboot_timeout)

@@ -464,6 +464,10 @@ def _event_printer(opts: Options, console: Console) -> Callable[[dict[str, Any]]
                 console.print(f"{node:>14}  issued certificate {event['certificate']} ({event['reason']})")
             elif kind == "retry":
                 console.print(f"{node:>14}  [yellow]retrying {event['phase']}[/yellow]")
+            elif kind == "pending":
+                console.print(f"{node:>14}  activation {event['token']} left {event['status']} by an earlier run")
+            elif kind == "settled":
+                console.print(f"{node:>14}  activation {event['token']}: {event['status']}")
 
     return show
 
@@ -820,6 +824,11 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:  # outside a deploy's own handling (which says what is left running)
+        if debug:
+            raise
+        click.secho("error: interrupted", fg="red", err=True)
+        sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -20,18 +20,21 @@ started and the failing node's log tail is shown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nix_infra.activate import Activation, current_system_command, probe_command
-from nix_infra.bootstrap import install
+from nix_infra.activate import STORE_PATH, Activation, Pending, parse_pending, probe_command
+from nix_infra.bootstrap import clean_stale_secret_dirs, install
 from nix_infra.delivery import DeliveryResult, check_node_names, check_unit_names
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
@@ -167,6 +170,58 @@ class Deployer:
     deliverer: Callable[[str, list[str]], DeliveryResult | None] | None = None
     held_credentials: dict[str, list[str]] = field(default_factory=dict)
     delivered: dict[str, DeliveryResult] = field(default_factory=dict)
+    # Ctrl-C: set once; every loop and every worker stops at its next look
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # what each node is doing now that it would go on doing by itself if this run stopped
+    inflight: dict[str, str] = field(default_factory=dict)
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Interrupted()
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Ctrl-C (SIGINT) stops the run within a second or two: every command this run started
+        is ended, the workers stop at their next look, and the error says what each node is
+        still doing by itself (exit 130). Only in the main thread (where signals arrive)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        before = _descendants(os.getpid(), frozenset())
+        stop = threading.Event()
+
+        def sweep() -> None:
+            while not stop.is_set():
+                for pid in _descendants(os.getpid(), before):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGTERM)
+                stop.wait(0.1)
+
+        def on_sigint(signum: int, frame: object) -> None:
+            if not self.cancel.is_set():
+                self.cancel.set()
+                threading.Thread(target=sweep, name="nix-infra-interrupt", daemon=True).start()
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        except (KeyboardInterrupt, Interrupted):
+            self.cancel.set()
+            raise NixInfraError(self.interrupted_message(), exit_code=130) from None
+        finally:
+            stop.set()
+            signal.signal(signal.SIGINT, previous)
+
+    def interrupted_message(self) -> str:
+        lines = ["interrupted."]
+        if self.inflight:
+            lines.append("Still in progress, and what each node does by itself:")
+            lines += [f"  {node}: {what}" for node, what in sorted(self.inflight.items())]
+        else:
+            lines.append("Nothing is in progress on any node.")
+        lines.append("Run deploy again to finish: it confirms or waits for pending activations.")
+        return "\n".join(lines)
 
     def emit(self, event: str, node: str | None = None, **data: Any) -> None:
         self.events({"event": event, "node": node, "time": round(time.time(), 3), **data})
@@ -185,8 +240,12 @@ class Deployer:
         argv = copy_argv(path, target, substitute_on_destination=self.options.substitute_on_destination)
         last = ""
         for attempt in range(1, self.options.copy_attempts + 1):
+            self._check_cancel()
             self.emit("phase", target.node, phase="copy", attempt=attempt)
+            self.inflight[target.node] = "copying its new system was interrupted; nothing was activated there"
             result = run(argv, env=env, check=False, what=f"{target.node}: nix copy")
+            self._check_cancel()
+            del self.inflight[target.node]
             if result.returncode == 0:
                 paths = copied_paths(result.stderr)
                 size = nar_size(paths)
@@ -204,6 +263,7 @@ class Deployer:
         """Wait for one of `states`, watching on the node; reconnect when the connection drops."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._check_cancel()
             remaining = max(1, int(deadline - time.monotonic()))
             result = run_remote(
                 target, act.watch_command(states, remaining, confirm=confirm), check=False, timeout=remaining + 30
@@ -211,13 +271,36 @@ class Deployer:
             status = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
             if result.returncode == 0 and status in states:
                 return status
+            self._check_cancel()
             time.sleep(self.options.poll_interval)
         return None
 
-    def activate(self, target: SshTarget, new: str, old: str | None = None) -> NodeOutcome:
+    def activate(
+        self, target: SshTarget, new: str, old: str | None = None, *, generation: int | None = None
+    ) -> NodeOutcome:
+        self._check_cancel()
         start = time.monotonic()
-        act = Activation(target.node, new, f"{int(time.time())}-{secrets.token_hex(4)}", self.options.confirm_timeout)
+        act = Activation(
+            target.node,
+            new,
+            f"{int(time.time())}-{secrets.token_hex(4)}",
+            self.options.confirm_timeout,
+            generation,
+        )
         self.emit("phase", target.node, phase="activate", token=act.token)
+        self.inflight[target.node] = (
+            f"activation {act.token} of {generation_name(new)} was started and is not confirmed; without a "
+            f"confirmation the node goes back to {generation_name(old)} by itself "
+            f"{self.options.confirm_timeout} s after its switch"
+        )
+        try:
+            return self._activate(target, act, old, start)
+        finally:
+            if not self.cancel.is_set():
+                self.inflight.pop(target.node, None)
+
+    def _activate(self, target: SshTarget, act: Activation, old: str | None, start: float) -> NodeOutcome:
+        new = act.system
         started = ("waiting", "failed", "confirmed", "rolled-back")
         # start the transient unit and watch it in the same connection (one round trip);
         # if that connection drops (the switch restarted the network), _watch reconnects
@@ -228,6 +311,7 @@ class Deployer:
             timeout=self.options.activation_timeout + 60,
             check=False,
         )
+        self._check_cancel()
         status: str | None = first.stdout.strip().splitlines()[-1] if first.stdout.strip() else ""
         if status not in started:
             if first.returncode not in (1, 255):  # 1: the watch timed out; 255: the connection dropped
@@ -239,9 +323,17 @@ class Deployer:
             # the confirmation travels over a fresh connection: if the new system broke
             # networking or SSH, it never arrives and the node reverts by itself
             self.emit("phase", target.node, phase="confirm")
+            self.inflight[target.node] = (
+                f"the confirmation of activation {act.token} was being sent: the node keeps "
+                f"{generation_name(new)} if it arrived, else goes back to {generation_name(old)} by itself "
+                f"within {self.options.confirm_timeout} s"
+            )
             status = self._watch(
                 target, act, ("confirmed", "rolled-back"), self.options.confirm_timeout + 30, confirm=True
             )
+        stop_error = ""
+        if status is None:  # abandoned: stop the unit, whose shell then reverts (profile included)
+            status, stop_error = self._abandon(target, act)
         seconds = time.monotonic() - start
         if status == "confirmed":
             self.emit("switched", target.node, system=new)
@@ -249,8 +341,22 @@ class Deployer:
         tail = run_remote(target, act.log_command(), check=False, timeout=30).stdout.strip()
         result = status if status in ("failed", "rolled-back") else "failed"
         detail = tail or ("activation did not report back in time" if status is None else "")
+        if stop_error:
+            detail += f"\nstopping {act.unit} failed: {stop_error}"
         self.emit("failed", target.node, result=result, log=tail)
         return NodeOutcome(target.node, result, old, new, detail=detail, seconds=seconds)
+
+    def _abandon(self, target: SshTarget, act: Activation) -> tuple[str | None, str]:
+        """Stop an activation that did not report back in time (`systemctl stop` of its unit: it
+        reverts to what ran and puts the profile back); its final status, and why stopping failed."""
+        self._check_cancel()
+        self.emit("phase", target.node, phase="abandon", token=act.token)
+        stopped = run_remote(target, ["systemctl", "stop", "--", act.unit], check=False, timeout=120)
+        error = "" if stopped.returncode == 0 else (stopped.stderr.strip() or f"exit {stopped.returncode}")
+        if stopped.returncode == 255:  # unreachable: it reverts by itself once its timeout passes
+            return None, error
+        status = self._watch(target, act, ("rolled-back", "failed", "confirmed"), self.options.confirm_timeout + 30)
+        return status, error
 
     # ---- health ------------------------------------------------------------------------------
     def healthy(self, target: SshTarget, node: Node, extra: Sequence[str] = ()) -> str | None:
@@ -264,6 +370,7 @@ class Deployer:
         ]  # fmt: skip
         deadline = time.monotonic() + self.options.health_timeout
         while True:
+            self._check_cancel()
             result = run_remote(target, check, check=False, timeout=30)
             state, _, active = result.stdout.partition("--")
             system_state = state.strip()
@@ -292,7 +399,12 @@ class Deployer:
             return
 
         def one(node: Node) -> str | None:
+            self._check_cancel()
             self.emit("phase", node.name, phase="install")
+            self.inflight[node.name] = (
+                "installing NixOS was interrupted; the next deploy finds out which host key answers "
+                "(the bootstrap or the new one, both pinned) and resumes from there"
+            )
             try:
                 install(
                     self.options.flake,
@@ -302,7 +414,11 @@ class Deployer:
                     reboot_timeout=self.options.reboot_timeout,
                 )
             except NixInfraError as exc:
+                self._check_cancel()
+                self.inflight.pop(node.name, None)
                 return exc.message
+            self._check_cancel()
+            self.inflight.pop(node.name, None)
             self.emit("installed", node.name)
             return None
 
@@ -311,16 +427,35 @@ class Deployer:
         if errors:
             raise NixInfraError("\n".join(errors) + "\ninstalling NixOS failed; nothing was deployed")
 
-    def probe(self, targets: dict[str, SshTarget]) -> dict[str, str | None]:
+    def probe(self, targets: dict[str, SshTarget], systems: dict[str, str] | None = None) -> dict[str, str | None]:
         """What every node runs now, and which credentials it holds (one round trip each, in
-        parallel); unreachable nodes are an error."""
+        parallel); unreachable nodes are an error. An activation still in progress on a node
+        (an earlier run was stopped) is settled first: one of the system this run deploys that
+        waits for its confirmation is confirmed; any other is waited for until it is confirmed
+        or reverted. So what the probe reports is what the node keeps running."""
 
-        def one(target: SshTarget) -> tuple[str, str | None, list[str], str]:
+        def once(target: SshTarget) -> tuple[str | None, list[str], list[Pending], str]:
+            self._check_cancel()
             result = run_remote(target, probe_command(), check=False, timeout=30)
             lines = result.stdout.strip().splitlines()
             creds = sorted(line.removesuffix(".cred") for line in lines[1:] if line.endswith(".cred"))
             err = result.stderr.strip() if result.returncode else ""
-            return target.node, (lines[0].strip() or None) if lines else None, creds, err
+            current = lines[0].strip() if lines else ""
+            return (current if STORE_PATH.fullmatch(current) else None), creds, parse_pending(lines[1:]), err
+
+        def one(target: SshTarget) -> tuple[str, str | None, list[str], str]:
+            for _ in range(3):
+                current, creds, pending, err = once(target)
+                if err or not pending:
+                    return target.node, current, creds, err
+                for p in pending:
+                    self.settle(target, p, (systems or {}).get(target.node))
+            return (
+                target.node,
+                current,
+                creds,
+                "activations still pending after waiting for them: " + ", ".join(p.token for p in pending),
+            )
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
             found = list(pool.map(one, targets.values()))
@@ -332,6 +467,21 @@ class Deployer:
         self.held_credentials = {node: creds for node, _, creds, _ in found}
         return {node: current for node, current, _, _ in found}
 
+    def settle(self, target: SshTarget, pending: Pending, desired: str | None) -> str | None:
+        """Confirm (it is the system this run wants) or wait out an activation an earlier run left
+        in progress; returns its final status (None: it did not settle in time)."""
+        act = Activation(target.node, pending.system, pending.token, self.options.confirm_timeout)
+        final = ("confirmed", "rolled-back", "failed")
+        self.emit("pending", target.node, token=pending.token, status=pending.status, system=pending.system)
+        status: str | None = pending.status
+        if status == "switching":
+            status = self._watch(target, act, ("waiting", *final), self.options.activation_timeout)
+        if status == "waiting":
+            confirm = desired is not None and pending.system == desired
+            status = self._watch(target, act, final, self.options.confirm_timeout + 30, confirm=confirm)
+        self.emit("settled", target.node, token=pending.token, status=status or "unknown")
+        return status
+
     def check(self, nodes: Sequence[Node]) -> None:
         """What reaches a node as a name is checked before anything is touched: the units the
         health gate asks about and the units and names of the credentials."""
@@ -341,13 +491,19 @@ class Deployer:
                 check_node_names(node, self.manifest)
 
     def run(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
+        with self.interruptible():
+            return self._run(nodes)
+
+    def _run(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
         if not nodes:
             raise NixInfraError("no nodes to deploy")
         self.check(nodes)
+        for stale in clean_stale_secret_dirs():  # a killed install's private host key, say
+            self.emit("cleaned", path=str(stale))
         targets = {n.name: ssh_target(n, self.facts, self.ssh) for n in nodes}
         self.bootstrap([n for n in nodes if not self._installed(n)], targets)
         systems = self.build(nodes)
-        current = self.probe(targets)
+        current = self.probe(targets, systems)
         if self.deliverer is not None:
             self.deliver([n.name for n in nodes])
         changed = [n.name for n in nodes if current[n.name] != systems[n.name]]
@@ -430,6 +586,7 @@ class Deployer:
         deliverer = self.deliverer
 
         def one(name: str) -> str | None:
+            self._check_cancel()
             try:
                 result = deliverer(name, self.held_credentials.get(name, []))
             except NixInfraError as exc:
@@ -459,26 +616,84 @@ class Deployer:
         return True
 
     def rollback(self, nodes: Sequence[Node]) -> list[NodeOutcome]:
-        """Activate each node's previous generation, with the same magic rollback."""
-        outcomes = []
-        for node in nodes:
-            target = ssh_target(node, self.facts, self.ssh)
-            listing = run_remote(target, ["/bin/sh", "-c", PREVIOUS_GENERATION], check=False, timeout=30)
-            previous = listing.stdout.strip()
-            if listing.returncode != 0 or not previous:
-                outcomes.append(NodeOutcome(node.name, "failed", detail="no previous generation to roll back to"))
-                continue
-            current = run_remote(target, current_system_command(), check=False, timeout=30).stdout.strip()
-            outcomes.append(self.activate(target, previous, current or None))
-        return outcomes
+        """Activate each node's previous generation, with the same magic rollback. The profile is
+        switched to that generation (no new one is added), so a second rollback goes further back;
+        generations an automatic revert rejected were deleted, so they are never picked."""
+        with self.interruptible():
+            outcomes = []
+            for node in nodes:
+                target = ssh_target(node, self.facts, self.ssh)
+                self.probe({node.name: target})  # an activation left in progress is settled first
+                listing = run_remote(target, ["/bin/sh", "-c", PREVIOUS_GENERATION], check=False, timeout=30)
+                found = previous_generation(listing.stdout) if listing.returncode == 0 else None
+                if found is None:
+                    detail = "no previous generation to roll back to"
+                    outcomes.append(NodeOutcome(node.name, "failed", detail=detail))
+                    continue
+                number, previous, current = found
+                outcomes.append(self.activate(target, previous, current, generation=number))
+            return outcomes
 
 
-# The system generation before the one the profile points at now.
-PREVIOUS_GENERATION = (
-    "cd /nix/var/nix/profiles && cur=$(readlink system | sed -n 's/^system-\\([0-9]*\\)-link$/\\1/p') && "
-    "prev=$(ls -1 | sed -n 's/^system-\\([0-9]*\\)-link$/\\1/p' | sort -n | awk -v c=\"$cur\" '$1 < c' | tail -n 1) && "
-    '[ -n "$prev" ] && readlink -f "system-$prev-link"'
-)
+# What runs now, then the generation before the current one: the current one is the newest
+# generation, at or below the profile's, that runs now (the profile may have been staged elsewhere).
+PREVIOUS_GENERATION = r"""
+cd /nix/var/nix/profiles || exit 1
+running=$(readlink -f /run/current-system) || exit 1
+echo "running $running"
+gens=$(ls -1 | sed -n 's/^system-\([0-9]*\)-link$/\1/p' | sort -rn)
+cur=$(readlink system | sed -n 's/^system-\([0-9]*\)-link$/\1/p')
+at=""
+for g in $gens; do
+  [ "$g" -le "${cur:-0}" ] && [ "$(readlink -f "system-$g-link")" = "$running" ] && { at=$g; break; }
+done
+at=${at:-$cur}
+for g in $gens; do
+  if [ "$g" -lt "${at:-0}" ] && [ "$(readlink -f "system-$g-link")" != "$running" ]; then
+    echo "previous $g $(readlink -f "system-$g-link")"; exit 0
+  fi
+done
+"""
+
+
+def previous_generation(listing: str) -> tuple[int, str, str | None] | None:
+    """(number, store path, what runs now) from PREVIOUS_GENERATION's output, or None."""
+    running: str | None = None
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "running" and STORE_PATH.fullmatch(parts[1]):
+            running = parts[1]
+        if len(parts) == 3 and parts[0] == "previous" and parts[1].isdigit() and STORE_PATH.fullmatch(parts[2]):
+            return int(parts[1]), parts[2], running
+    return None
+
+
+class Interrupted(Exception):
+    """Ctrl-C reached a worker: it stops at once (the main thread says what is left running)."""
+
+
+def _descendants(root: int, exclude: frozenset[int] | set[int]) -> set[int]:
+    """Every process below `root` (from /proc), not looking below the pids in `exclude`."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in exclude and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def _with_copied(o: NodeOutcome, copied: tuple[int, int]) -> NodeOutcome:

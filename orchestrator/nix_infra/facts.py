@@ -73,6 +73,9 @@ class NodeFacts:
     installed: bool = True
     # the node's Hetzner volumes by name (provision records them; the NixOS side mounts them)
     volumes: Mapping[str, VolumeFact] = field(default_factory=dict)
+    # the final host key of an install under way (recorded before nixos-anywhere starts): until
+    # the node answered with one of them, both keys are pinned
+    pending_host_key: str | None = None
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -82,6 +85,7 @@ class NodeFacts:
             "publicIpv6": self.public_ipv6,
             "sshPort": self.ssh_port,
             "installed": self.installed,
+            **({"pendingHostKey": self.pending_host_key} if self.pending_host_key is not None else {}),
         }
         if self.volumes:
             out["volumes"] = {name: v.to_json() for name, v in sorted(self.volumes.items())}
@@ -120,6 +124,9 @@ class NodeFacts:
         if not isinstance(installed, bool):
             raise ValueError(f"installed: {installed!r} is not true or false")
         volumes = _volumes(data.get("volumes", {}))
+        pending = data.get("pendingHostKey")
+        if pending is not None and (not isinstance(pending, str) or HOST_KEY.fullmatch(pending) is None):
+            raise ValueError("pendingHostKey: not an OpenSSH public key line ('ssh-ed25519 AAAA...') or null")
         return cls(
             node=name,
             host_key=host_key,
@@ -129,6 +136,7 @@ class NodeFacts:
             # absent means installed: a missing field must never get a server wiped
             installed=installed,
             volumes=volumes,
+            pending_host_key=pending,
         )
 
 
@@ -151,7 +159,7 @@ def _volumes(data: object) -> dict[str, VolumeFact]:
     return out
 
 
-FACT_FIELDS = ("node", "hostKey", "publicIpv4", "publicIpv6", "sshPort", "installed", "volumes")
+FACT_FIELDS = ("node", "hostKey", "publicIpv4", "publicIpv6", "sshPort", "installed", "volumes", "pendingHostKey")
 HOST_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [!-~]+)*")
 
 
@@ -209,7 +217,8 @@ class FactsStore:
         # known_hosts first: facts with an address then always have their pinned key,
         # even if this process is killed between the two writes
         if facts.public_ipv4 is not None:
-            self._pin(facts.node, [self._host(facts)], facts.host_key)
+            keys = [facts.host_key, *([facts.pending_host_key] if facts.pending_host_key else [])]
+            self._pin(facts.node, [self._host(facts)], *keys)
         write_atomically(self.directory / f"{facts.node}.json", (json.dumps(facts.to_json(), indent=2) + "\n").encode())
 
     @staticmethod
@@ -229,11 +238,13 @@ class FactsStore:
         with _locked(self.directory):
             self._pin(node, hosts, public_key)
 
-    def _pin(self, node: str, hosts: list[str], public_key: str) -> None:
+    def _pin(self, node: str, hosts: list[str], *public_keys: str) -> None:
+        """The node's lines become one per key (two only while an install's new key is pending)."""
         lines = self.known_hosts.read_text().splitlines() if self.known_hosts.exists() else []
         kept = [line for line in lines if not line.endswith(f" {MARK}{node}")]
-        key = " ".join(public_key.split()[:2])
-        kept.append(f"{','.join(hosts)} {key} {MARK}{node}")
+        for public_key in dict.fromkeys(public_keys):
+            key = " ".join(public_key.split()[:2])
+            kept.append(f"{','.join(hosts)} {key} {MARK}{node}")
         write_atomically(self.known_hosts, ("\n".join(sorted(kept)) + "\n").encode())
 
     def forget(self, node: str) -> None:

@@ -11,6 +11,8 @@ server's PATH:
 
   systemd-run  runs the command after `--` detached (setsid), as a transient
                unit would, and records its argv in /run/fake/systemd-run.log
+               and its process group in /run/fake/transient/UNIT (`systemctl
+               stop UNIT` sends that group SIGTERM, as systemd does)
   systemctl    models the units a test system defines (its `units` file: each
                unit and the credentials it loads, LoadCredentialEncrypted=):
                state in /run/fake/units/U (active, failed, inactive); `start`
@@ -51,11 +53,17 @@ from typing import Any
 SSH_PORT = 2222
 
 SYSTEMD_RUN = """#!/bin/sh
-# stand-in for systemd-run: run the command after "--" detached, like a transient unit
+# stand-in for systemd-run: run the command after "--" detached, like a transient unit; its
+# process group is recorded under /run/fake/transient/UNIT for `systemctl stop`
 echo "$*" >> /run/fake/systemd-run.log
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do shift; done
+unit=""
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+  case "$1" in --unit=*) unit=${1#--unit=} ;; esac
+  shift
+done
 shift
 setsid "$@" >> /run/fake/units.log 2>&1 < /dev/null &
+if [ -n "$unit" ]; then mkdir -p /run/fake/transient && echo $! > "/run/fake/transient/$unit"; fi
 """
 
 SYSTEMCTL = r"""#!/bin/bash
@@ -116,6 +124,16 @@ case "$verb" in
       elif [ "$verb" != try-restart ]; then echo "Failed to $verb $u: Unit $u not found." >&2; rc=5; fi
     done
     exit $rc ;;
+  stop)  # a transient unit (systemd-run): SIGTERM to its process group, as systemd does
+    rc=0
+    for u in "${args[@]}"; do
+      if [ -f "/run/fake/transient/$u" ]; then
+        kill -TERM -- "-$(cat "/run/fake/transient/$u")" 2>/dev/null || true
+        rm -f "/run/fake/transient/$u"
+      elif [ -f "$units/$u" ]; then echo inactive > "$units/$u"
+      else echo "Failed to stop $u: Unit $u not loaded." >&2; rc=5; fi
+    done
+    exit $rc ;;
   reset-failed)
     for u in "${args[@]}"; do
       [ "$(state "$u")" != failed ] || [ ! -f "$units/$u" ] || echo inactive > "$units/$u"
@@ -166,6 +184,8 @@ root=$(readlink -f "$FAKE_FLEET_ROOT/by-ip/${target#*@}")
 cp "$extra/etc/ssh/ssh_host_ed25519_key" "$root/etc/host_key"
 cp "$extra/etc/ssh/ssh_host_ed25519_key.pub" "$root/etc/host_key.pub"
 kill -HUP "$(cat "$root/run/sshd.pid")"
+# With FAKE_INSTALL_PAUSE set, it pauses here (a kill-point test stops the CLI meanwhile)
+[ -z "${FAKE_INSTALL_PAUSE:-}" ] || sleep "$FAKE_INSTALL_PAUSE"
 # With FAKE_INSTALL_SYSTEM set, it installs and "boots" the node's full system as the real one
 # does: built here, copied into the node's store, running; every unit that loads a credential
 # failed at boot, since no credential exists yet on a new server.

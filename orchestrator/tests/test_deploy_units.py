@@ -108,7 +108,9 @@ def test_activation_runs_detached_in_a_transient_unit() -> None:
     assert act.watch_command(("confirmed",), 60, confirm=True)[4:6] == ["1", "/run/nix-infra/1700000000-deadbeef"]
     assert '[ "$confirm" = 1 ] && touch "$base.confirm"' in WATCH
     assert current_system_command() == ["readlink", "-f", "/run/current-system"]
-    assert probe_command("/c") == ["/bin/sh", "-c", "readlink -f /run/current-system; ls -1 /c 2>/dev/null || true"]
+    probe = probe_command("/c")
+    assert probe[:2] == ["/bin/sh", "-c"]
+    assert probe[2].startswith("readlink -f /run/current-system; ls -1 /c 2>/dev/null || true; ")
     # the script reverts on a failed switch and when no confirmation comes
     assert ACTIVATE.count("revert") >= 3 and "rolled-back" in ACTIVATE
 
@@ -285,3 +287,72 @@ def _manifest_data() -> dict[str, Any]:
     from .conftest import example_manifest_data
 
     return example_manifest_data()
+
+
+def test_pending_activations_from_the_probe_are_checked() -> None:
+    from nix_infra.activate import Pending, parse_pending
+
+    sys_path = "/nix/store/" + "a" * 32 + "-nixos-system-w1-g2"
+    lines = [
+        f"nix-infra-pending 1700000000-deadbeef waiting {sys_path}",
+        f"nix-infra-pending 1700000001-deadbeef switching {sys_path}",
+        f"nix-infra-pending ../../etc/x waiting {sys_path}",  # a token that is not one
+        "nix-infra-pending 1700000002-deadbeef waiting /etc/passwd",  # not a store path
+        f"nix-infra-pending 1700000003-deadbeef confirmed {sys_path}",  # not pending
+        f"nix-infra-pending 1700000004-deadbeef waiting {sys_path}; rm -rf /",
+        "foo.cred",
+    ]
+    assert parse_pending(lines) == [
+        Pending("1700000000-deadbeef", "waiting", sys_path),
+        Pending("1700000001-deadbeef", "switching", sys_path),
+    ]
+
+
+def test_previous_generation_parsing() -> None:
+    from nix_infra.deploy import previous_generation
+
+    g1, g2 = "/nix/store/" + "a" * 32 + "-s-g1", "/nix/store/" + "b" * 32 + "-s-g2"
+    assert previous_generation(f"running {g2}\nprevious 1 {g1}\n") == (1, g1, g2)
+    assert previous_generation(f"running {g2}\n") is None
+    assert previous_generation("previous x /nix/store/y\n") is None
+
+
+def test_stale_secret_dirs_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from nix_infra.bootstrap import LOCK_NAME, clean_stale_secret_dirs
+
+    stale, live, other = tmp_path / "nix-infra-stale", tmp_path / "nix-infra-live", tmp_path / "unrelated"
+    for d in (stale, live, other):
+        (d / "extra-files").mkdir(parents=True)
+        (d / LOCK_NAME).write_text("")
+    fresh_unlocked = tmp_path / "nix-infra-new"
+    (fresh_unlocked / "extra-files").mkdir(parents=True)  # just created, not locked yet: kept
+    old_unlocked = tmp_path / "nix-infra-old"
+    (old_unlocked / "extra-files").mkdir(parents=True)
+    os.utime(old_unlocked, (0, 0))
+    with open(live / LOCK_NAME) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        removed = clean_stale_secret_dirs(tmp_path)
+    assert sorted(removed) == sorted([stale, old_unlocked])
+    assert live.exists() and other.exists() and fresh_unlocked.exists() and not stale.exists()
+
+
+def test_a_pending_host_key_is_pinned_next_to_the_current_one(tmp_path: Path) -> None:
+    store = FactsStore(tmp_path / "facts")
+    boot, final = generate_host_key(), generate_host_key()
+    store.write(NodeFacts("w1", boot.public, "198.51.100.7", installed=False, pending_host_key=final.public))
+    assert store.read("w1") == NodeFacts("w1", boot.public, "198.51.100.7", installed=False,
+                                         pending_host_key=final.public)  # fmt: skip
+    assert sorted(store.known_hosts.read_text().splitlines()) == sorted(
+        [f"198.51.100.7 {boot.public} nix-infra:w1", f"198.51.100.7 {final.public} nix-infra:w1"]
+    )
+    store.write(NodeFacts("w1", final.public, "198.51.100.7"))
+    assert store.known_hosts.read_text().splitlines() == [f"198.51.100.7 {final.public} nix-infra:w1"]
+    assert "pendingHostKey" not in json.loads((tmp_path / "facts" / "w1.json").read_text())
+    (tmp_path / "facts" / "w1.json").write_text(
+        json.dumps({"node": "w1", "hostKey": boot.public, "pendingHostKey": "ssh-ed25519 AAAA\nevil"})
+    )
+    with pytest.raises(NixInfraError, match="pendingHostKey"):
+        store.read("w1")
