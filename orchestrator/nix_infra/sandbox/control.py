@@ -24,6 +24,7 @@ from nix_infra.sandbox.state import (
     SandboxPaths,
     alive,
     cmdline,
+    is_daemon,
     read_config,
     read_daemon,
     remove_tree,
@@ -92,10 +93,6 @@ def up(
     repo: Path, identity_path: Path | None, identity: Callable[[], Any], ssh_key: Path | None, say: Say
 ) -> DaemonState:
     """Start the repo's sandbox (or report the one that runs); idempotent."""
-    from nix_infra.controlplane import issue_certificates
-    from nix_infra.manifest import load_manifest_flake
-    from nix_infra.pki import Pki
-
     repo = repo.resolve()
     _check_repo(repo)
     paths = SandboxPaths(repo)
@@ -107,6 +104,25 @@ def up(
     if paths.root.exists():
         say("cleaning up what an earlier sandbox left")
         down(repo, say=lambda _: None)
+    try:
+        return _start(repo, paths, identity_path, identity, ssh_key, say)
+    except BaseException:  # an error or Ctrl-C half-way: nothing of it is left behind
+        down(repo, say=lambda _: None)
+        raise
+
+
+def _start(
+    repo: Path,
+    paths: SandboxPaths,
+    identity_path: Path | None,
+    identity: Callable[[], Any],
+    ssh_key: Path | None,
+    say: Say,
+) -> DaemonState:
+    from nix_infra.controlplane import issue_certificates
+    from nix_infra.manifest import load_manifest_flake
+    from nix_infra.pki import Pki
+
     root = nix_infra_root()
     etcd_port = free_port()
     paths.root.mkdir(parents=True)
@@ -174,7 +190,6 @@ def up(
             break
         time.sleep(0.1)
     tail = paths.log.read_text(errors="replace")[-1500:] if paths.log.exists() else ""
-    down(repo, say=lambda _: None)
     raise NixInfraError(f"the sandbox did not start:\n{tail}")
 
 
@@ -193,7 +208,7 @@ def down(repo: Path, say: Say) -> list[str]:
     except NixInfraError:
         state = None
     if state is not None:
-        if alive(state.pid) and SandboxPaths(repo) and str(repo) in cmdline(state.pid):
+        if alive(state.pid) and is_daemon(state.pid, paths):
             terminate(state.pid)
             stopped.append(f"sandbox process {state.pid}")
         # whatever outlived it (a daemon killed with SIGKILL leaves its servers and etcd running)

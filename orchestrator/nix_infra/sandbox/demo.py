@@ -145,15 +145,25 @@ def demo(directory: Path, say: Say, python: str = sys.executable) -> DemoResult:
         set_fault(paths, {})
         run(f"{victim} runs its previous system again (the fault removed, that is its desired system)", ["status"])
     result.seconds = time.monotonic() - start
+    cli = invocation()
     say("")
     say(f"demo done in {result.seconds:.0f} s. The sandbox still runs; explore it:")
     say(f"  cd {directory}")
-    say("  nix-infra status                     # every node")
-    say("  nix-infra ssh " + (victim or "ctrl001") + " -- ls /run/fake   # a shell on a node (its own Nix store)")
-    say("  nix-infra cmd -t @worker -- uptime   # a command on many nodes")
-    say("  nix-infra etcd get /cluster          # the control plane")
-    say("  nix-infra sandbox status             # pids, ports, servers")
-    say("  $EDITOR cluster.nix && nix-infra --yes deploy   # change a node, deploy again")
+    say(f"  {cli} status                     # every node")
+    say(f"  {cli} ssh {victim or 'ctrl001'} -- ls /run/fake   # a shell on a node (its own Nix store)")
+    say(f"  {cli} cmd -t @worker -- uptime   # a command on many nodes")
+    say(f"  {cli} etcd get /cluster          # the control plane")
+    say(f"  {cli} sandbox status             # pids, ports, servers")
+    say(f"  $EDITOR cluster.nix && {cli} --yes deploy   # change a node, deploy again")
     say("Stop it (nothing is left running or on disk but the repo itself):")
-    say(f"  cd {directory} && nix-infra sandbox down")
+    say(f"  cd {directory} && {cli} sandbox down")
     return result
+
+
+def invocation() -> str:
+    """How to call nix-infra from anywhere: its name when it is on PATH, else this install's script."""
+    script = Path(sys.prefix) / "bin" / "nix-infra"
+    found = shutil.which("nix-infra")
+    if found and Path(found).resolve() == script.resolve():
+        return "nix-infra"
+    return str(script) if script.exists() else f"{sys.executable} -m nix_infra"
