@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import secrets
@@ -76,17 +77,21 @@ def set_fault(paths: SandboxPaths, faults: dict[str, str]) -> None:
     (paths.flake / "faults.nix").write_text(text)
 
 
+def check_path(repo: Path) -> None:
+    if _SAFE_PATH.fullmatch(str(repo)) is None:
+        raise NixInfraError(
+            f"the sandbox cannot run in {str(repo)!r}: its path goes into the fake servers' sshd "
+            "configuration; use a directory whose path has only letters, digits and . _ + @ / -"
+        )
+
+
 def _check_repo(repo: Path) -> None:
     if not (repo / "cluster.nix").is_file():
         raise NixInfraError(
             f"{repo} has no cluster.nix: run `nix-infra sandbox up` in a cluster repo "
             "(`nix-infra sandbox demo` makes one)"
         )
-    if _SAFE_PATH.fullmatch(str(repo)) is None:
-        raise NixInfraError(
-            f"the sandbox cannot run in {str(repo)!r}: its path goes into the fake servers' sshd "
-            "configuration; use a directory whose path has only letters, digits and . _ + @ / -"
-        )
+    check_path(repo)
 
 
 def up(
@@ -95,6 +100,21 @@ def up(
     """Start the repo's sandbox (or report the one that runs); idempotent."""
     repo = repo.resolve()
     _check_repo(repo)
+    with repo_lock(repo):
+        return _up(repo, identity_path, identity, ssh_key, say)
+
+
+@contextmanager
+def repo_lock(repo: Path) -> Iterator[None]:
+    """One `sandbox up`/`down` at a time per repo (a second waits): never two background processes."""
+    with (repo / "cluster.nix").open("rb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def _up(
+    repo: Path, identity_path: Path | None, identity: Callable[[], Any], ssh_key: Path | None, say: Say
+) -> DaemonState:
     paths = SandboxPaths(repo)
     state = running(paths)
     if state is not None and state.ready:
@@ -103,11 +123,11 @@ def up(
         return state
     if paths.root.exists():
         say("cleaning up what an earlier sandbox left")
-        down(repo, say=lambda _: None)
+        _down(repo, say=lambda _: None)
     try:
         return _start(repo, paths, identity_path, identity, ssh_key, say)
     except BaseException:  # an error or Ctrl-C half-way: nothing of it is left behind
-        down(repo, say=lambda _: None)
+        _down(repo, say=lambda _: None)
         raise
 
 
@@ -125,7 +145,8 @@ def _start(
 
     root = nix_infra_root()
     etcd_port = free_port()
-    paths.root.mkdir(parents=True)
+    paths.root.parent.mkdir(exist_ok=True)
+    paths.root.mkdir(mode=0o700)  # the API token, the servers' host keys
     # the stand-in flake: the real lib, the repo's cluster.nix, etcd's port where the sandbox's etcd answers
     paths.flake.mkdir()
     (paths.flake / "manifest-override.nix").write_text(
@@ -200,6 +221,13 @@ def _is_ours(pid: int, marker: str) -> bool:
 def down(repo: Path, say: Say) -> list[str]:
     """Stop everything the repo's sandbox started and remove its state; what it stopped."""
     repo = repo.resolve()
+    if (repo / "cluster.nix").is_file():
+        with repo_lock(repo):
+            return _down(repo, say)
+    return _down(repo, say)
+
+
+def _down(repo: Path, say: Say) -> list[str]:
     paths = SandboxPaths(repo)
     stopped: list[str] = []
     config = read_config(paths)

@@ -17,7 +17,7 @@ from pathlib import Path
 from pyrage import x25519
 
 from nix_infra.errors import NixInfraError
-from nix_infra.sandbox.control import nix_infra_root, set_fault
+from nix_infra.sandbox.control import check_path, nix_infra_root, set_fault
 from nix_infra.sandbox.state import SandboxPaths
 
 Say = Callable[[str], None]
@@ -63,6 +63,7 @@ def demo(directory: Path, say: Say, python: str = sys.executable) -> DemoResult:
     """Run the demo in `directory` (new or empty); the sandbox stays up for exploring."""
     start = time.monotonic()
     directory = directory.resolve()
+    check_path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise NixInfraError(
             f"{directory} exists and is not empty: the demo makes a new cluster repo; name another DIRECTORY"
