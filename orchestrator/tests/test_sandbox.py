@@ -206,6 +206,18 @@ def test_hostile_input_is_refused_with_the_reason(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
     nothing = nix_infra(tmp_path, "sandbox", "down")
     assert nothing.returncode == 0 and "no sandbox was running" in nothing.stdout
+    # a damaged record: commands say what to do, `down` still removes it
+    (odd.parent / "repo").mkdir()
+    repo = odd.parent / "repo"
+    (repo / "cluster.nix").write_text(SPEC % "ssh-ed25519 AAAA x")
+    (repo / ".nix-infra" / "sandbox").mkdir(parents=True)
+    (repo / ".nix-infra" / "sandbox" / "config.json").write_text("{not json")
+    damaged = nix_infra(repo, "status")
+    assert damaged.returncode == 1 and "sandbox down` removes it" in damaged.stderr
+    assert "Traceback" not in damaged.stderr
+    cleaned = nix_infra(repo, "sandbox", "down")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not (repo / ".nix-infra").exists()
 
 
 def test_the_readme_names_sandbox_demo_as_the_main_job() -> None:

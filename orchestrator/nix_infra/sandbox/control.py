@@ -230,7 +230,10 @@ def down(repo: Path, say: Say) -> list[str]:
 def _down(repo: Path, say: Say) -> list[str]:
     paths = SandboxPaths(repo)
     stopped: list[str] = []
-    config = read_config(paths)
+    try:  # a damaged record must not keep `down` from cleaning up
+        config = read_config(paths)
+    except NixInfraError:
+        config = None
     try:
         state = read_daemon(paths)
     except NixInfraError:
@@ -249,6 +252,11 @@ def _down(repo: Path, say: Say) -> list[str]:
         if isinstance(state.etcd_pid, int) and _is_ours(state.etcd_pid, str(paths.etcd)):
             terminate(state.etcd_pid, 10.0)
             stopped.append(f"etcd ({state.etcd_pid})")
+    # a daemon that a killed `up` started before it could record itself
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and is_daemon(int(entry.name), paths):
+            terminate(int(entry.name))
+            stopped.append(f"sandbox process {entry.name}")
     if config is not None:
         shm = Path(config.secrets_dir)
         if shm.parent == SHM and shm.name.startswith(SHM_PREFIX):

@@ -40,10 +40,13 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout:
     raise RuntimeError(f"etcd did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
-def etcd_argv(name: str, data_dir: Path, client_port: int, peer_port: int, creds: Path) -> list[str]:
-    """One etcd member on 127.0.0.1, client and peer TLS, client certificates required."""
+def etcd_argv(name: str, data_dir: Path, client_port: int, peer_port: int, tls: dict[str, Path]) -> list[str]:
+    """One etcd member on 127.0.0.1, client and peer TLS, client certificates required.
+
+    `tls`: the files ca, cert, key (server) and peer_cert, peer_key. The tests' etcd uses this too.
+    """
     url, peer = f"https://127.0.0.1:{client_port}", f"https://127.0.0.1:{peer_port}"
-    ca = str(creds / "ca.crt")
+    ca = str(tls["ca"])
     return [
         "etcd",
         *("--name", name, "--data-dir", str(data_dir)),
@@ -51,9 +54,9 @@ def etcd_argv(name: str, data_dir: Path, client_port: int, peer_port: int, creds
         *("--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer),
         *("--initial-cluster", f"{name}={peer}", "--initial-cluster-state", "new"),
         *("--client-cert-auth", "--trusted-ca-file", ca),
-        *("--cert-file", str(creds / "server.crt"), "--key-file", str(creds / "server.key")),
+        *("--cert-file", str(tls["cert"]), "--key-file", str(tls["key"])),
         *("--peer-client-cert-auth", "--peer-trusted-ca-file", ca),
-        *("--peer-cert-file", str(creds / "peer.crt"), "--peer-key-file", str(creds / "peer.key")),
+        *("--peer-cert-file", str(tls["peer_cert"]), "--peer-key-file", str(tls["peer_key"])),
         *("--log-level", "warn"),
     ]
 
@@ -95,13 +98,18 @@ class Daemon:
         if self.config.ctrl is not None:
             self.paths.etcd.mkdir(parents=True, exist_ok=True)
             log = self.paths.etcd / "etcd.log"
-            argv = etcd_argv(
-                self.config.ctrl,
-                self.paths.etcd / "data",
-                self.config.etcd_port,
-                free_port(),
-                Path(self.config.secrets_dir),
-            )
+            creds = Path(self.config.secrets_dir)
+            tls = {
+                k: creds / f
+                for k, f in (
+                    ("ca", "ca.crt"),
+                    ("cert", "server.crt"),
+                    ("key", "server.key"),
+                    ("peer_cert", "peer.crt"),
+                    ("peer_key", "peer.key"),
+                )
+            }
+            argv = etcd_argv(self.config.ctrl, self.paths.etcd / "data", self.config.etcd_port, free_port(), tls)
             with log.open("ab") as out:
                 self.etcd = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             self.record()
