@@ -66,7 +66,8 @@ def demo(directory: Path, say: Say, python: str = sys.executable) -> DemoResult:
     check_path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise NixInfraError(
-            f"{directory} exists and is not empty: the demo makes a new cluster repo; name another DIRECTORY"
+            f"{directory} exists and is not empty: the demo makes a new cluster repo; name another DIRECTORY "
+            "(an earlier demo's sandbox there stops with `nix-infra sandbox down` in it)"
         )
     directory.mkdir(parents=True, exist_ok=True)
     result = DemoResult(directory)
