@@ -55,8 +55,14 @@ def _template_repo(directory: Path, say: Say) -> tuple[Path, Path, str]:
         f"a cluster repo from the template in {directory}: cluster.nix with a generated SSH key "
         "(operator_ed25519) and age identity (identity.txt)"
     )
-    match = re.search(r'name = "([^"]+)"', spec)
-    return ssh_key, identity, match.group(1) if match else directory.name
+    name = subprocess.run(
+        ["nix-instantiate", "--eval", "--json", "--expr", "(import ./cluster.nix).name"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return ssh_key, identity, json.loads(name)
 
 
 def demo(directory: Path, say: Say, python: str = sys.executable) -> DemoResult:
