@@ -807,6 +807,9 @@ cli.add_command(action_cmd)
 cli.add_command(pki_group)
 cli.add_command(etcd_group)
 cli.add_command(backup_group)
+from nix_infra.cli_sandbox import install as install_sandbox  # noqa: E402
+
+install_sandbox(cli)  # `sandbox`, and every other command targets a running sandbox
 
 
 def main() -> None:

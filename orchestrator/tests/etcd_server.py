@@ -23,6 +23,7 @@ from nix_infra.agestore import Identity, parse_recipient
 from nix_infra.etcd import TlsMaterial
 from nix_infra.manifest import Manifest, parse_manifest
 from nix_infra.pki import Pki, wanted_certificates
+from nix_infra.sandbox.daemon import etcd_argv
 
 
 def free_port() -> int:
@@ -88,42 +89,15 @@ class EtcdServer:
         creds = workdir / "creds"
         self.ca, self.server_cert, self.server_key = cluster.write_files(f"nodes/{ctrl}/server", creds)
         _, self.peer_cert, self.peer_key = cluster.write_files(f"nodes/{ctrl}/peer", creds)
-        peer_url = f"https://127.0.0.1:{self.peer_port}"
-        self.argv = [
-            "etcd",
-            "--name",
-            ctrl,
-            "--data-dir",
-            str(workdir / "data"),
-            "--listen-client-urls",
-            self.url,
-            "--advertise-client-urls",
-            self.url,
-            "--listen-peer-urls",
-            peer_url,
-            "--initial-advertise-peer-urls",
-            peer_url,
-            "--initial-cluster",
-            f"{ctrl}={peer_url}",
-            "--initial-cluster-state",
-            "new",
-            "--client-cert-auth",
-            "--trusted-ca-file",
-            str(self.ca),
-            "--cert-file",
-            str(self.server_cert),
-            "--key-file",
-            str(self.server_key),
-            "--peer-client-cert-auth",
-            "--peer-trusted-ca-file",
-            str(self.ca),
-            "--peer-cert-file",
-            str(self.peer_cert),
-            "--peer-key-file",
-            str(self.peer_key),
-            "--log-level",
-            "warn",
-        ]
+        tls = {
+            "ca": self.ca,
+            "cert": self.server_cert,
+            "key": self.server_key,
+            "peer_cert": self.peer_cert,
+            "peer_key": self.peer_key,
+        }
+        # the sandbox's etcd command line: one implementation
+        self.argv = etcd_argv(ctrl, workdir / "data", self.client_port, self.peer_port, tls)
         self.log = workdir / "etcd.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
