@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -145,10 +146,27 @@ class RootGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
+class _Progress(logging.Handler):
+    """Progress messages (the Hetzner layer's waits and retries) as plain lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
 def _set_log_level(opts: Options) -> None:
     level = logging.DEBUG if opts.debug or opts.verbose >= 2 else logging.INFO if opts.verbose == 1 else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(level)
+    # what the cloud layer waits for, and why it retries, is shown without -v (no silent wait)
+    hetzner = logging.getLogger("nix_infra.hetzner")
+    if not any(isinstance(h, _Progress) for h in hetzner.handlers):
+        hetzner.addHandler(_Progress())
+    hetzner.setLevel(min(level, logging.INFO))
+    hetzner.propagate = False
 
 
 DEFAULT_COMMAND = "nix_infra.default_command"
@@ -434,46 +452,115 @@ def _deploy_options(
     )
 
 
-def _event_printer(opts: Options, console: Console) -> Callable[[dict[str, Any]], None]:
-    lock = threading.Lock()
-    start: list[float] = []
+PHASES = {  # what each deploy phase is doing, in the words the progress lines use
+    "build": "building the systems (nix build)",
+    "copy": "copying the system (nix copy)",
+    "activate": "activating (detached on the node, rolls back by itself unless confirmed)",
+    "confirm": "confirming over a fresh SSH connection; waiting for the node to report",
+    "install": "installing NixOS (nixos-anywhere)",
+    "seed": "seeding etcd",
+    "rollback": "rolling back",
+}
+QUIET_SECONDS = 5.0  # the longest the progress output stays silent while something runs
 
-    def show(event: dict[str, Any]) -> None:
-        with lock:
-            if opts.json_output:
+
+class EventPrinter:
+    """Deploy/rollback progress: a line per event; while a step runs, a line at least every
+    QUIET_SECONDS saying what is being waited for (also with --json: a "waiting" event)."""
+
+    def __init__(self, opts: Options, console: Console, quiet_seconds: float = QUIET_SECONDS) -> None:
+        self.opts, self.console, self.quiet = opts, console, quiet_seconds
+        self.lock = threading.Lock()
+        self.start: float | None = None
+        self.last_output = time.monotonic()
+        self.running: dict[str, tuple[str, float]] = {}  # node ('' = all) -> (phase, since)
+        self.stopped = threading.Event()
+        self.ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+
+    def __enter__(self) -> EventPrinter:
+        self.ticker.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.ticker.join()
+
+    def _tick(self) -> None:
+        while not self.stopped.wait(0.5):
+            with self.lock:
+                now = time.monotonic()
+                if not self.running or now - self.last_output < self.quiet:
+                    continue
+                for node, (phase, since) in sorted(self.running.items()):
+                    if self.opts.json_output:
+                        click.echo(json.dumps({"event": "waiting", "node": node or None, "phase": phase,
+                                               "seconds": round(now - since, 1), "time": time.time()}))  # fmt: skip
+                    else:
+                        label = PHASES.get(phase, phase)
+                        self.console.print(f"{'':>7} {node:>12}  … still {label} ({now - since:.0f} s)", markup=False)
+                self.last_output = now
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            self._track(event)
+            self.last_output = time.monotonic()
+            if self.opts.json_output:
                 click.echo(json.dumps(event))
                 return
-            start[:] = start or [event["time"]]
-            node = f"{event['time'] - start[0]:6.1f}s {event.get('node') or '':>12}"
-            kind = event["event"]
-            if kind == "phase":
-                console.print(
-                    f"{node:>14}  {event['phase']}"
-                    + (f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else "")
-                )
-            elif kind == "copied":
-                console.print(f"{node:>14}  copied {event['paths']} path(s), {human_size(event.get('bytes', 0))}")
-            elif kind == "batch":
-                console.print(f"[bold]batch: {', '.join(event['nodes'])}[/bold]")
-            elif kind in ("switched", "unchanged"):
-                console.print(f"{node:>14}  [green]{kind}[/green]")
-            elif kind in ("failed", "unhealthy"):
-                console.print(f"{node:>14}  [red]{event.get('result', kind)}[/red]")
-                for line in str(event.get("log") or event.get("reason") or "").splitlines()[-15:]:
-                    console.print(f"{node:>14}  | {line}", markup=False)
-            elif kind == "seeded":
-                console.print(
-                    f"{node:>14}  etcd seeded: {event['added']} added, {event['changed']} changed, "
-                    f"{event['removed']} removed"
-                )
-            elif kind == "credentials":
-                console.print(f"{node:>14}  {event['summary']}")
-            elif kind == "issued":
-                console.print(f"{node:>14}  issued certificate {event['certificate']} ({event['reason']})")
-            elif kind == "retry":
-                console.print(f"{node:>14}  [yellow]retrying {event['phase']}[/yellow]")
+            self._show(event)
 
-    return show
+    def _track(self, event: dict[str, Any]) -> None:
+        node = event.get("node") or ""
+        kind = event["event"]
+        if kind == "phase":
+            if event["phase"] == "build":
+                self.running.clear()
+            self.running[node] = (event["phase"], time.monotonic())
+            if node:
+                self.running.pop("", None)  # the cluster-wide step (the build) is over
+        elif kind in ("copied", "switched", "unchanged", "failed", "unhealthy", "rolled-back", "retry"):
+            self.running.pop(node, None)
+        elif kind == "seeded":
+            self.running.pop("", None)
+
+    def _show(self, event: dict[str, Any]) -> None:
+        console = self.console
+        self.start = self.start if self.start is not None else event["time"]
+        node = f"{event['time'] - self.start:6.1f}s {event.get('node') or '':>12}"
+        kind = event["event"]
+        if kind == "phase":
+            console.print(
+                f"{node:>14}  {PHASES.get(event['phase'], event['phase'])}"
+                + (f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else ""),
+                markup=False,
+            )
+        elif kind == "copied":
+            console.print(f"{node:>14}  copied {event['paths']} path(s), {human_size(event.get('bytes', 0))}")
+        elif kind == "batch":
+            console.print(f"[bold]batch: {', '.join(event['nodes'])}[/bold]")
+        elif kind in ("switched", "unchanged"):
+            console.print(f"{node:>14}  [green]{kind}[/green]")
+        elif kind in ("failed", "unhealthy"):
+            console.print(f"{node:>14}  [red]{event.get('result', kind)}[/red]")
+            for line in str(event.get("log") or event.get("reason") or "").splitlines()[-15:]:
+                console.print(f"{node:>14}  | {line}", markup=False)
+        elif kind == "seeded":
+            console.print(
+                f"{node:>14}  etcd seeded: {event['added']} added, {event['changed']} changed, "
+                f"{event['removed']} removed"
+            )
+        elif kind == "credentials":
+            console.print(f"{node:>14}  {event['summary']}")
+        elif kind == "issued":
+            console.print(f"{node:>14}  issued certificate {event['certificate']} ({event['reason']})")
+        elif kind == "retry":
+            reason = str(event.get("error") or "").strip().splitlines()
+            console.print(
+                f"{node:>14}  retrying {event['phase']} (attempt {event.get('attempt', '?')} failed"
+                + (f": {reason[-1]})" if reason else ")"),
+                style="yellow",
+                markup=False,
+            )
 
 
 def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console, what: str = "deploy") -> None:
@@ -598,12 +685,13 @@ def deploy_cmd(
         opts.facts(),
         opts.ssh_settings(),
         _deploy_options(opts, parallel, batch_size, confirm_timeout, substitute_on_destination, activation_timeout),
-        _event_printer(opts, console),
+        printer := EventPrinter(opts, console),
     )
     if not no_seed:
         deployer.seeder = _prepare_seeding(opts, manifest, deployer)
     deployer.deliverer = _prepare_delivery(opts, manifest, secrets, with_pki=not no_seed)
-    outcomes = deployer.run(nodes)
+    with printer:
+        outcomes = deployer.run(nodes)
     _summary(opts, outcomes, console)
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -847,9 +935,10 @@ def rollback_cmd(opts: Options, on: tuple[str, ...], confirm_timeout: int) -> No
         opts.facts(),
         opts.ssh_settings(),
         _deploy_options(opts, 10, None, confirm_timeout, False),
-        _event_printer(opts, console),
+        printer := EventPrinter(opts, console),
     )
-    outcomes = deployer.rollback(nodes)
+    with printer:
+        outcomes = deployer.rollback(nodes)
     _summary(opts, outcomes, console, "rollback")
     failed = [o for o in outcomes if not o.ok]
     if failed:

@@ -434,3 +434,74 @@ def test_the_docs_runnable_examples_run_as_written(where: str, block: str, tmp_p
     assert "Traceback" not in output and "error:" not in output and "command not found" not in output, output
     if "provision" in script:
         assert "No changes: the cloud matches the manifest." in output
+
+
+# ---- no silent wait over 5 s --------------------------------------------------------------------------
+
+
+def test_provision_says_why_it_waits_and_when_it_tries_again(
+    capsys: pytest.CaptureFixture[str],
+    hcloud_env: dict[str, str],
+    manifest_file: Path,
+    fake: FakeHcloud,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("nix_infra.hetzner.client.WAIT_REPORT_SECONDS", 0.05)
+    fake.set_faults(server_errors=2, server_error_status=503, rate_limit_burst=0, action_seconds=0.5)
+    code, _, err = cli(capsys, "--manifest", str(manifest_file), "provision", "--yes")
+    assert code == 0, err
+    assert re.search(r"Hetzner API answered 503; trying again in [0-9.]+ s \(\d+ retries left\)", err), err
+    assert re.search(r"server demo-\w+: waiting for Hetzner action create_server \(\d+ s\)", err), err
+    fake.set_faults(rate_limit_burst=1, rate_limit_reset_seconds=1)
+    code, _, err = cli(capsys, "--manifest", str(manifest_file), "plan")
+    assert code == 0, err
+    assert "rate limit reached; waiting" in err
+
+
+def test_deploy_progress_says_what_it_waits_for_while_a_step_runs() -> None:
+    import threading
+    import time
+
+    from rich.console import Console
+
+    from nix_infra.cli import EventPrinter
+    from nix_infra.options import Options
+
+    out = io.StringIO()
+    opts = Options(flake=".", manifest_file=None, json_output=False, yes=True, debug=False)
+    done = threading.Event()
+    with EventPrinter(opts, Console(file=out, width=200), quiet_seconds=0.1) as show:
+        show({"event": "phase", "node": "worker001", "phase": "confirm", "time": time.time()})
+        deadline = time.monotonic() + 60
+        while "still confirming" not in out.getvalue() and time.monotonic() < deadline:
+            done.wait(0.05)
+        show({"event": "switched", "node": "worker001", "time": time.time()})
+    text = out.getvalue()
+    assert "confirming over a fresh SSH connection; waiting for the node to report" in text
+    assert re.search(r"worker001  … still confirming over a fresh SSH connection.* \(\d+ s\)", text), text
+    lines = len(text.splitlines())
+    time.sleep(0.3)  # stopped with the command: nothing more
+    assert len(out.getvalue().splitlines()) == lines
+
+
+def test_deploy_progress_retry_says_why() -> None:
+    import time
+
+    from rich.console import Console
+
+    from nix_infra.cli import EventPrinter
+    from nix_infra.options import Options
+
+    out = io.StringIO()
+    opts = Options(flake=".", manifest_file=None, json_output=False, yes=True, debug=False)
+    EventPrinter(opts, Console(file=out, width=200))(
+        {
+            "event": "retry",
+            "node": "w1",
+            "phase": "copy",
+            "attempt": 1,
+            "error": "x\n[broken pipe]",
+            "time": time.time(),
+        }
+    )
+    assert "retrying copy (attempt 1 failed: [broken pipe])" in out.getvalue()
