@@ -131,8 +131,8 @@ def _add_late_options(group: click.Group) -> None:
     """Give every command below `group` the global options (once; also commands added later)."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
-            _add_late_options(command)
-        elif not getattr(command, "_nix_infra_late_options", False):
+            _add_late_options(command)  # its commands, and the group itself (`etcd --json get /`)
+        if not getattr(command, "_nix_infra_late_options", False):
             taken = {name for p in command.params for name in p.opts + p.secondary_opts}
             command.params.extend(o for o in _late_options() if not taken.intersection(o.opts))
             command._nix_infra_late_options = True  # type: ignore[attr-defined]
@@ -875,22 +875,27 @@ def cmd_cmd(opts: Options, on: tuple[str, ...], parallel: int, command: tuple[st
     def state(code: int) -> str:
         return "ok" if code == 0 else ("unreachable" if code == 255 else f"exit {code}")
 
-    if opts.json_output:
-        rows = [
-            {"node": n, "exit_code": r.returncode, "state": state(r.returncode), "stdout": r.stdout, "stderr": r.stderr}
-            for n, r in results
-        ]
-        click.echo(json.dumps({"results": rows}, indent=2))
-    else:
-        for name, result in results:
-            for line in (result.stdout + result.stderr).splitlines():
-                click.echo(f"{name:<{width}} | {line}")
-        click.echo("")
-        for name, result in results:
-            click.echo(f"{name:<{width}}  {state(result.returncode)}")
+    rows = [
+        {"node": n, "exit_code": r.returncode, "state": state(r.returncode), "stdout": r.stdout, "stderr": r.stderr}
+        for n, r in results
+    ]
     failed = [n for n, r in results if r.returncode != 0]
+    message = f"the command failed on {len(failed)} of {len(results)} node(s): {', '.join(failed)}"
+    if opts.json_output:  # one document: the results, and the error when there is one
+        error = {"error": {"message": message, "exit_code": 1}} if failed else {}
+        click.echo(json.dumps({"results": rows, **error}, indent=2))
+        if failed:
+            click.secho(f"error: {message}", fg="red", err=True)
+            raise click.exceptions.Exit(1)
+        return
+    for name, result in results:
+        for line in (result.stdout + result.stderr).splitlines():
+            click.echo(f"{name:<{width}} | {line}")
+    click.echo("")
+    for name, result in results:
+        click.echo(f"{name:<{width}}  {state(result.returncode)}")
     if failed:
-        raise NixInfraError(f"the command failed on {len(failed)} of {len(results)} node(s): {', '.join(failed)}")
+        raise NixInfraError(message)
 
 
 @cli.command("ssh", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

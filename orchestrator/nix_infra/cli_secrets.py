@@ -372,3 +372,5 @@ def action_cmd(
     output = result.stdout_bytes if keep_newline else strip_final_newline(result.stdout_bytes)
     SecretStore(opts.repo_dir()).set(secret_name, output)
     click.echo(f"stored the output of {app}/{action} as secrets/{secret_name}.age ({shlex.quote(node)})", err=True)
+    if opts.json_output:
+        click.echo(json.dumps({"stored": f"secrets/{secret_name}.age", "node": node, "app": app, "action": action}))

@@ -151,7 +151,8 @@ def test_cmd_json(capsys: pytest.CaptureFixture[str], manifest_file: Path, monke
     monkeypatch.setattr("nix_infra.cli.run_everywhere", everywhere)
     code, out, err = cli(capsys, "--manifest", str(manifest_file), "--json", "cmd", "-t", "@ctrl,@worker", "--", "up")
     assert code == 1
-    doc = json.loads(out.split('\n{"error"')[0])
+    doc = json.loads(out)  # one document, the error in it
+    assert doc["error"] == {"message": "the command failed on 1 of 2 node(s): worker001", "exit_code": 1}
     assert [(r["node"], r["exit_code"], r["state"]) for r in doc["results"]] == [
         ("ctrl001", 0, "ok"),
         ("worker001", 3, "exit 3"),
@@ -505,3 +506,12 @@ def test_deploy_progress_retry_says_why() -> None:
         }
     )
     assert "retrying copy (attempt 1 failed: [broken pipe])" in out.getvalue()
+
+
+def test_global_options_after_a_group(
+    capsys: pytest.CaptureFixture[str], manifest_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NIX_INFRA_IDENTITY", str(tmp_path / "none"))
+    code, out, _ = cli(capsys, "etcd", "--json", "--manifest", str(manifest_file), "get", "/")
+    assert code == 1 and "cannot be read" in json.loads(out)["error"]["message"]
