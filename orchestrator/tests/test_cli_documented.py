@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -515,3 +516,18 @@ def test_global_options_after_a_group(
     monkeypatch.setenv("NIX_INFRA_IDENTITY", str(tmp_path / "none"))
     code, out, _ = cli(capsys, "etcd", "--json", "--manifest", str(manifest_file), "get", "/")
     assert code == 1 and "cannot be read" in json.loads(out)["error"]["message"]
+
+
+def test_a_bench_script_runs_as_the_readme_writes_it(tmp_path: Path) -> None:
+    """`./bench/etcd-seed` with whatever python3 is first on PATH (here: not the venv's) re-runs itself
+    in the repo's .venv instead of failing on a missing module."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    proc = subprocess.run(
+        ["./bench/etcd-seed"], cwd=REPO, env={**env, "PATH": path, "TMPDIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["reseed_writes"] == 0
