@@ -246,3 +246,32 @@ def test_registration_works_under_etcd_rbac(tmp_path: Path) -> None:
             registration.stop()
     finally:
         server.stop()
+
+
+def test_a_stalled_keep_alive_does_not_stall_the_registration(registration: Registration, tmp_path: Path) -> None:
+    """etcdctl 3.4's `lease keep-alive --once` ignores --command-timeout: a keep-alive stream that
+    stalls (a loaded node, a lost connection) hung the loop for good, and the key expired while the
+    instance was healthy. The script bounds it; the loop goes on and the key comes back."""
+    import shutil
+
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    stall = tmp_path / "stall-next-keep-alive"
+    real = shutil.which("etcdctl")
+    (shim / "etcdctl").write_text(
+        "#!/usr/bin/env bash\n"
+        f'if [[ " $* " == *" keep-alive "* ]] && rm {stall} 2>/dev/null; then exec sleep 100000; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    (shim / "etcdctl").chmod(0o755)
+    registration.env = {**registration.env, "PATH": f"{shim}:{registration.env['PATH']}"}
+    registration.health.touch()
+    registration.start()
+    registration.wait_for(True, DEADLINE)
+    stall.touch()
+    deadline = time.monotonic() + DEADLINE + TTL
+    while "keep-alive failed" not in registration.log.read_text():
+        assert time.monotonic() < deadline, f"the loop is stuck; log:\n{registration.log.read_text()}"
+        time.sleep(0.1)
+    assert not stall.exists()
+    registration.wait_for(True, DEADLINE)  # still (or again) registered: the loop went on
