@@ -792,7 +792,7 @@ def _why(row: NodeStatus) -> str:
 @click.option(
     "--drift",
     is_flag=True,
-    help="Also build each node's desired NixOS system (nix eval, slow) and compare it with the running one.",
+    help="Also evaluate each node's desired NixOS system (slow: every configuration); compare with the running one.",
 )
 @click.pass_obj
 def status_cmd(opts: Options, on: tuple[str, ...], drift: bool) -> None:
@@ -904,6 +904,8 @@ def cmd_cmd(opts: Options, on: tuple[str, ...], parallel: int, command: tuple[st
 @click.pass_obj
 def ssh_cmd(opts: Options, node: str, command: tuple[str, ...]) -> None:
     """Open a shell on NODE (or run COMMAND there), with its pinned host key.
+
+    Every word after NODE belongs to COMMAND (global options go before NODE).
 
     \b
     Examples:
