@@ -100,7 +100,8 @@ deregister() {
 
 renew() {
   local out
-  if out=$(etcdctl --command-timeout=5s lease keep-alive --once "$lease" 2>&1) && [[ $out == *"keepalived"* ]]; then
+  # bounded from outside: etcdctl 3.4's keep-alive --once ignores --command-timeout and can hang
+  if out=$(timeout 10 etcdctl --command-timeout=5s lease keep-alive --once "$lease" 2>&1) && [[ $out == *"keepalived"* ]]; then
     return 0
   fi
   if [[ $out == *"expired"* || $out == *"not found"* || $out == *"revoked"* ]]; then

@@ -7,9 +7,11 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -20,16 +22,18 @@ from nix_infra.deploy import (
     Deployer,
     DeployOptions,
     NodeOutcome,
+    SshSettings,
     human_size,
     ssh_target,
     summary_rows,
 )
 from nix_infra.errors import NixInfraError
-from nix_infra.manifest import DNS_LABEL_RULE, Manifest, is_dns_label
-from nix_infra.operate import desired_systems, node_status, run_everywhere
+from nix_infra.manifest import DNS_LABEL_RULE, Manifest, Node, is_dns_label
+from nix_infra.operate import NodeStatus, desired_systems, node_status, run_everywhere
 from nix_infra.options import (
     Options,
     SafePath,
+    at_repo_root,
     check_flake_ref,
     check_node_name,
     param,
@@ -76,7 +80,102 @@ def current_plan(client: Client, desired: Desired) -> tuple[Actual, Plan]:
     return actual, plan(desired, actual)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# ---- global options: before or after the command (`nix-infra --yes provision` = `provision --yes`) ----
+
+
+def _late_option(*decls: str, field: str, check: Callable[[Any], Any] | None = None, **kwargs: Any) -> click.Option:
+    """A global option as given after the command: it changes the Options the command gets."""
+
+    def callback(ctx: click.Context, p: click.Parameter, value: Any) -> None:
+        if value is None or value is False or (p.count and not value):  # type: ignore[attr-defined]
+            return
+        if check is not None:
+            try:
+                value = check(value)
+            except NixInfraError as exc:
+                raise click.BadParameter(exc.message, ctx=ctx, param=p) from None
+        opts = ctx.obj
+        if not isinstance(opts, Options):
+            return
+        if field == "verbose":
+            value = opts.verbose + value
+        opts = at_repo_root(replace(opts, **{field: value}))
+        if field in ("verbose", "debug"):
+            _set_log_level(opts)
+        ctx.obj = opts
+
+    return click.Option(decls, callback=callback, expose_value=False, hidden=True, **kwargs)
+
+
+def _late_options() -> list[click.Option]:
+    return [
+        _late_option("--flake", field="flake", check=check_flake_ref, metavar="REF"),
+        _late_option(
+            "--manifest", field="manifest_file", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE"
+        ),
+        _late_option("--json", field="json_output", is_flag=True),
+        _late_option("--yes", "-y", field="yes", is_flag=True),
+        _late_option("--debug", field="debug", is_flag=True),
+        _late_option("--facts", field="facts_dir", type=SafePath(path_type=Path, file_okay=False), metavar="DIR"),
+        _late_option(
+            "--ssh-key", field="ssh_key", type=SafePath(path_type=Path, dir_okay=False, exists=True), metavar="FILE"
+        ),
+        _late_option("--identity", field="identity_file", type=SafePath(path_type=Path, dir_okay=False)),
+        _late_option("--ssh-port", field="ssh_port", type=click.IntRange(1, 65535)),
+        _late_option("-v", "--verbose", field="verbose", count=True),
+    ]
+
+
+def _add_late_options(group: click.Group) -> None:
+    """Give every command below `group` the global options (once; also commands added later)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _add_late_options(command)  # its commands, and the group itself (`etcd --json get /`)
+        if not getattr(command, "_nix_infra_late_options", False):
+            taken = {name for p in command.params for name in p.opts + p.secondary_opts}
+            command.params.extend(o for o in _late_options() if not taken.intersection(o.opts))
+            command._nix_infra_late_options = True  # type: ignore[attr-defined]
+
+
+class RootGroup(click.Group):
+    """The `nix-infra` group: global options are taken before or after the command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _add_late_options(self)
+        return super().parse_args(ctx, args)
+
+
+class _Progress(logging.Handler):
+    """Progress messages (the Hetzner layer's waits and retries) as plain lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _set_log_level(opts: Options) -> None:
+    level = logging.DEBUG if opts.debug or opts.verbose >= 2 else logging.INFO if opts.verbose == 1 else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)
+    # what the cloud layer waits for, and why it retries, is shown without -v (no silent wait)
+    hetzner = logging.getLogger("nix_infra.hetzner")
+    if not any(isinstance(h, _Progress) for h in hetzner.handlers):
+        hetzner.addHandler(_Progress())
+    hetzner.setLevel(min(level, logging.INFO))
+    hetzner.propagate = False
+
+
+DEFAULT_COMMAND = "nix_infra.default_command"
+
+
+@click.group(
+    cls=RootGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--flake",
     default=".",
@@ -142,34 +241,46 @@ def cli(
     """nix-infra: NixOS clusters on Hetzner Cloud, described in one flake.
 
     The cluster comes from a flake's nixInfra.manifest (--flake, default the
-    current directory) or a manifest file (--manifest). Hetzner commands read
-    the API token from HCLOUD_TOKEN or the cluster repo's .env file, and the
-    endpoint from HCLOUD_ENDPOINT (default https://api.hetzner.cloud/v1).
+    cluster repo: the nearest directory with a flake.nix at or above the
+    current one) or a manifest file (--manifest). Hetzner commands read the API
+    token from HCLOUD_TOKEN or the cluster repo's .env file, and the endpoint
+    from HCLOUD_ENDPOINT (default https://api.hetzner.cloud/v1).
+
+    Without a command, nix-infra deploys: it shows the plan and asks first
+    (unless --yes). Global options go before or after the command. With --json
+    every command prints one JSON document on stdout (deploy and rollback: one
+    event per line), errors too: {"error": {"message": ..., "exit_code": ...}}.
 
     \b
     Examples:
       nix-infra plan                      # what provision would change; exit 2 if anything
       nix-infra provision --yes           # create/update servers, network, firewalls, ...
+      nix-infra                           # = deploy, after showing the plan and asking
       nix-infra deploy                    # provision, build, copy, activate in waves
       nix-infra status                    # every node: reachable, running what it should
       nix-infra cmd -t @worker -- uptime  # a command on many nodes, exit codes checked
       nix-infra destroy worker003         # delete one node's server
-      nix-infra --manifest m.json --json plan
+      nix-infra plan --manifest m.json --json
     """
-    level = logging.DEBUG if debug or verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    ctx.obj = Options(
-        flake=flake,
-        manifest_file=manifest_file,
-        json_output=json_output,
-        yes=yes,
-        debug=debug,
-        facts_dir=facts_dir,
-        ssh_key=ssh_key,
-        identity_file=identity_file,
-        ssh_port=ssh_port,
-        verbose=verbose,
+    opts = at_repo_root(
+        Options(
+            flake=flake,
+            manifest_file=manifest_file,
+            json_output=json_output,
+            yes=yes,
+            debug=debug,
+            facts_dir=facts_dir,
+            ssh_key=ssh_key,
+            identity_file=identity_file,
+            ssh_port=ssh_port,
+            verbose=verbose,
+        )
     )
+    _set_log_level(opts)
+    ctx.obj = opts
+    if ctx.invoked_subcommand is None:  # `nix-infra`, `nix run .#deploy`: deploy, after asking
+        ctx.meta[DEFAULT_COMMAND] = True
+        ctx.invoke(deploy_cmd)
 
 
 @cli.command("manifest")
@@ -342,7 +453,7 @@ def destroy_cmd(
 
     if not (nodes or volumes or all_) or (all_ and (nodes or volumes)):
         raise NixInfraError("say what to delete: `destroy NODE...`, `destroy --volume NODE/VOLUME` or `destroy --all`")
-    client, desired = opts.hetzner()
+    client, desired = opts.hetzner(placeholders_ok=True)
     console = progress_printer()
     stateful = {
         s.node: "the manifest marks it stateful: it holds a volume or a stateful app"
@@ -426,57 +537,128 @@ def _deploy_options(
     )
 
 
-def _event_printer(opts: Options, console: Console) -> Callable[[dict[str, Any]], None]:
-    lock = threading.Lock()
-    start: list[float] = []
+PHASES = {  # what each deploy phase is doing, in the words the progress lines use
+    "build": "building the systems (nix build)",
+    "copy": "copying the system (nix copy)",
+    "activate": "activating (detached on the node, rolls back by itself unless confirmed)",
+    "confirm": "confirming over a fresh SSH connection; waiting for the node to report",
+    "install": "installing NixOS (nixos-anywhere)",
+    "seed": "seeding etcd",
+    "rollback": "rolling back",
+}
+QUIET_SECONDS = 5.0  # the longest the progress output stays silent while something runs
 
-    def show(event: dict[str, Any]) -> None:
-        with lock:
-            if opts.json_output:
+
+class EventPrinter:
+    """Deploy/rollback progress: a line per event; while a step runs, a line at least every
+    QUIET_SECONDS saying what is being waited for (also with --json: a "waiting" event)."""
+
+    def __init__(self, opts: Options, console: Console, quiet_seconds: float = QUIET_SECONDS) -> None:
+        self.opts, self.console, self.quiet = opts, console, quiet_seconds
+        self.lock = threading.Lock()
+        self.start: float | None = None
+        self.last_output = time.monotonic()
+        self.running: dict[str, tuple[str, float]] = {}  # node ('' = all) -> (phase, since)
+        self.stopped = threading.Event()
+        self.ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+
+    def __enter__(self) -> EventPrinter:
+        self.ticker.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.ticker.join()
+
+    def _tick(self) -> None:
+        while not self.stopped.wait(0.5):
+            with self.lock:
+                now = time.monotonic()
+                if not self.running or now - self.last_output < self.quiet:
+                    continue
+                for node, (phase, since) in sorted(self.running.items()):
+                    if self.opts.json_output:
+                        click.echo(json.dumps({"event": "waiting", "node": node or None, "phase": phase,
+                                               "seconds": round(now - since, 1), "time": time.time()}))  # fmt: skip
+                    else:
+                        label = PHASES.get(phase, phase)
+                        self.console.print(f"{'':>7} {node:>12}  … still {label} ({now - since:.0f} s)", markup=False)
+                self.last_output = now
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            self._track(event)
+            self.last_output = time.monotonic()
+            if self.opts.json_output:
                 click.echo(json.dumps(event))
                 return
-            start[:] = start or [event["time"]]
-            node = f"{event['time'] - start[0]:6.1f}s {event.get('node') or '':>12}"
-            kind = event["event"]
-            if kind == "phase":
-                console.print(
-                    f"{node:>14}  {event['phase']}"
-                    + (f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else "")
-                )
-            elif kind == "copied":
-                console.print(f"{node:>14}  copied {event['paths']} path(s), {human_size(event.get('bytes', 0))}")
-            elif kind == "batch":
-                console.print(f"[bold]batch: {', '.join(event['nodes'])}[/bold]")
-            elif kind in ("switched", "unchanged"):
-                console.print(f"{node:>14}  [green]{kind}[/green]")
-            elif kind in ("failed", "unhealthy"):
-                console.print(f"{node:>14}  [red]{event.get('result', kind)}[/red]")
-                for line in str(event.get("log") or event.get("reason") or "").splitlines()[-15:]:
-                    console.print(f"{node:>14}  | {line}", markup=False)
-            elif kind == "seeded":
-                console.print(
-                    f"{node:>14}  etcd seeded: {event['added']} added, {event['changed']} changed, "
-                    f"{event['removed']} removed"
-                )
-            elif kind == "credentials":
-                console.print(f"{node:>14}  {event['summary']}")
-            elif kind == "issued":
-                console.print(f"{node:>14}  issued certificate {event['certificate']} ({event['reason']})")
-            elif kind == "retry":
-                console.print(f"{node:>14}  [yellow]retrying {event['phase']}[/yellow]")
-            elif kind == "pending":
-                console.print(f"{node:>14}  activation {event['token']} left {event['status']} by an earlier run")
-            elif kind == "settled":
-                console.print(f"{node:>14}  activation {event['token']}: {event['status']}")
+            self._show(event)
 
-    return show
+    def _track(self, event: dict[str, Any]) -> None:
+        node = event.get("node") or ""
+        kind = event["event"]
+        if kind == "phase":
+            if event["phase"] == "build":
+                self.running.clear()
+            self.running[node] = (event["phase"], time.monotonic())
+            if node:
+                self.running.pop("", None)  # the cluster-wide step (the build) is over
+        elif kind in ("copied", "switched", "unchanged", "failed", "unhealthy", "rolled-back", "retry"):
+            self.running.pop(node, None)
+        elif kind == "seeded":
+            self.running.pop("", None)
+
+    def _show(self, event: dict[str, Any]) -> None:
+        console = self.console
+        self.start = self.start if self.start is not None else event["time"]
+        node = f"{event['time'] - self.start:6.1f}s {event.get('node') or '':>12}"
+        kind = event["event"]
+        if kind == "phase":
+            console.print(
+                f"{node:>14}  {PHASES.get(event['phase'], event['phase'])}"
+                + (f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else ""),
+                markup=False,
+            )
+        elif kind == "copied":
+            console.print(f"{node:>14}  copied {event['paths']} path(s), {human_size(event.get('bytes', 0))}")
+        elif kind == "batch":
+            console.print(f"[bold]batch: {', '.join(event['nodes'])}[/bold]")
+        elif kind in ("switched", "unchanged"):
+            console.print(f"{node:>14}  [green]{kind}[/green]")
+        elif kind in ("failed", "unhealthy"):
+            console.print(f"{node:>14}  [red]{event.get('result', kind)}[/red]")
+            for line in str(event.get("log") or event.get("reason") or "").splitlines()[-15:]:
+                console.print(f"{node:>14}  | {line}", markup=False)
+        elif kind == "seeded":
+            console.print(
+                f"{node:>14}  etcd seeded: {event['added']} added, {event['changed']} changed, "
+                f"{event['removed']} removed"
+            )
+        elif kind == "credentials":
+            console.print(f"{node:>14}  {event['summary']}")
+        elif kind == "issued":
+            console.print(f"{node:>14}  issued certificate {event['certificate']} ({event['reason']})")
+        elif kind == "retry":
+            reason = str(event.get("error") or "").strip().splitlines()
+            console.print(
+                f"{node:>14}  retrying {event['phase']} (attempt {event.get('attempt', '?')} failed"
+                + (f": {reason[-1]})" if reason else ")"),
+                style="yellow",
+                markup=False,
+            )
+        elif kind == "pending":
+            console.print(
+                f"{node:>14}  activation {event['token']} left {event['status']} by an earlier run", markup=False
+            )
+        elif kind == "settled":
+            console.print(f"{node:>14}  activation {event['token']}: {event['status']}", markup=False)
 
 
-def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console) -> None:
+def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console, what: str = "deploy") -> None:
     if opts.json_output:
-        click.echo(json.dumps({"event": "summary", "nodes": [o.to_json() for o in outcomes]}))
+        click.echo(json.dumps({"event": "summary", "command": what, "nodes": [o.to_json() for o in outcomes]}))
         return
-    table = Table(title="deploy summary")
+    table = Table(title=f"{what} summary")
     for column in ("node", "old", "new", "copied", "result", "detail"):
         table.add_column(column)
     for row, o in zip(summary_rows(outcomes), outcomes, strict=True):
@@ -563,15 +745,27 @@ def deploy_cmd(
     from nix_infra.cli_secrets import needed_secrets
 
     secrets = needed_secrets(opts, planned, [n.name for n in select(planned, on)])
+    ask_first = bool(click.get_current_context().meta.get(DEFAULT_COMMAND))
+    targets = [n.name for n in select(planned, on)]
+    if ask_first and no_provision:
+        console.print(f"deploy to {len(targets)} node(s) of cluster {planned.cluster}: {', '.join(targets)}")
+        _confirm(opts, "Deploy?")
     if not no_provision:
         client, desired = opts.hetzner(planned)
         actual, p = current_plan(client, desired)
         if p.problems:
             raise problems_error(p)
-        if p.has_changes:
+        if ask_first:  # `nix-infra` alone: the whole plan first, then one question
             if not opts.json_output:
                 render_plan(p, console)
-            _confirm(opts, f"Apply these {len(p.changes)} cloud changes to cluster {desired.cluster}?")
+            console.print(f"deploy to {len(targets)} node(s) of cluster {planned.cluster}: {', '.join(targets)}")
+            cloud = f"apply these {len(p.changes)} cloud changes and deploy" if p.has_changes else "deploy"
+            _confirm(opts, f"{cloud[0].upper()}{cloud[1:]}?")
+        if p.has_changes:
+            if not opts.json_output and not ask_first:
+                render_plan(p, console)
+            if not ask_first:
+                _confirm(opts, f"Apply these {len(p.changes)} cloud changes to cluster {desired.cluster}?")
             Applier(client, desired, lambda msg: console.print(msg), opts.facts(), opts.ssh_port).apply(p)
             actual = read_actual(client, desired.cluster)
         settle_facts(opts, desired, actual, console)
@@ -582,22 +776,31 @@ def deploy_cmd(
         opts.facts(),
         opts.ssh_settings(),
         _deploy_options(opts, parallel, batch_size, confirm_timeout, substitute_on_destination, activation_timeout),
-        _event_printer(opts, console),
+        printer := EventPrinter(opts, console),
     )
     if not no_seed:
         deployer.seeder = _prepare_seeding(opts, manifest, deployer)
     deployer.deliverer = _prepare_delivery(opts, manifest, secrets, with_pki=not no_seed)
-    outcomes = deployer.run(nodes)
+    with printer:
+        outcomes = deployer.run(nodes)
     _summary(opts, outcomes, console)
     failed = [o for o in outcomes if not o.ok]
     if failed:
-        raise NixInfraError(
-            f"deploy failed on {', '.join(o.node for o in failed if o.result != 'not-started')}; "
-            f"{sum(o.result == 'not-started' for o in failed)} node(s) not started"
-            + (f"\n{deployer.seed_error}" if deployer.seed_error else "")
-        )
+        raise NixInfraError(failure_message(failed) + (f"\n{deployer.seed_error}" if deployer.seed_error else ""))
     if deployer.seed_error:
         raise NixInfraError(f"seeding etcd failed: {deployer.seed_error}")
+
+
+def failure_message(failed: list[NodeOutcome], what: str = "deploy") -> str:
+    """What failed and what never started, naming only what there is ("deploy failed on ;" never)."""
+    broken = [o.node for o in failed if o.result != "not-started"]
+    waiting = [o.node for o in failed if o.result == "not-started"]
+    parts = []
+    if broken:
+        parts.append(f"{what} failed on {', '.join(broken)}")
+    if waiting:
+        parts.append(f"{len(waiting)} node(s) not started ({', '.join(waiting)})")
+    return "; ".join(parts) if parts else f"{what} failed"
 
 
 def _prepare_delivery(
@@ -648,29 +851,67 @@ def _prepare_seeding(opts: Options, manifest: Manifest, deployer: Deployer) -> C
     return seeder
 
 
+def per_node_status(
+    opts: Options, nodes: list[Node], desired: dict[str, str], settings: SshSettings
+) -> list[NodeStatus]:
+    """One row per node, whatever each one's state: a node nix-infra cannot connect to (no facts,
+    no pinned host key) is an unreachable row saying why, not an error for the whole table."""
+    facts = opts.facts()
+    rows: dict[str, NodeStatus] = {}
+    reachable: list[Node] = []
+    for node in nodes:
+        try:
+            ssh_target(node, facts, settings)
+        except NixInfraError as exc:
+            rows[node.name] = NodeStatus(node.name, False, "unreachable", None, desired.get(node.name), (), exc.message)
+        else:
+            reachable.append(node)
+    for row in node_status(reachable, facts, settings, desired, parallel=10) if reachable else []:
+        rows[row.node] = row
+    lost = NodeStatus("", False, "unreachable", None, None, (), "no answer")
+    return [rows.get(n.name) or replace(lost, node=n.name, desired=desired.get(n.name)) for n in nodes]
+
+
+def _why(row: NodeStatus) -> str:
+    """An unreachable node's reason, short enough for a table cell (--json has it whole)."""
+    reason = row.error.removeprefix(f"{row.node}: ").split(". ")[0].split(", so ")[0].strip()
+    return reason or "no answer over SSH"
+
+
 @cli.command("status")
 @click.option("--on", "on", multiple=True, metavar="SEL", help="Only these nodes (as for deploy).")
+@click.option(
+    "--drift",
+    is_flag=True,
+    help="Also evaluate each node's desired NixOS system (slow: every configuration); compare with the running one.",
+)
 @click.pass_obj
-def status_cmd(opts: Options, on: tuple[str, ...]) -> None:
-    """Cluster health at a glance: per node reachable, running vs desired system, failed units.
+def status_cmd(opts: Options, on: tuple[str, ...], drift: bool) -> None:
+    """Cluster health at a glance: per node reachable (or why not), system state, failed units.
 
+    Every node is a row, also one without facts or unreachable (the last
+    column says why). With --drift each node's desired system is evaluated
+    (every NixOS configuration: slow) and compared with the one it runs.
     Exit status is 1 when any node is unreachable, degraded, has failed units
-    or does not run its desired system.
+    or (with --drift) does not run its desired system.
 
     \b
     Examples:
       nix-infra status
+      nix-infra status --drift
       nix-infra --json status --on @ctrl
     """
     manifest = opts.load_manifest()
     nodes = select(manifest, on)
-    desired = desired_systems(opts.flake, nodes) if opts.manifest_file is None else {}
-    rows = node_status(nodes, opts.facts(), opts.ssh_settings(), desired, parallel=10)
+    if drift and opts.manifest_file is not None:
+        raise NixInfraError("--drift needs the cluster flake (it evaluates the NixOS systems), not --manifest")
+    desired = desired_systems(opts.flake, nodes) if drift else {}
+    rows = per_node_status(opts, nodes, desired, opts.ssh_settings())
     if opts.json_output:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))
     else:
         table = Table(title=f"cluster {manifest.cluster}")
-        for column in ("node", "type", "reachable", "system", "running", "failed units"):
+        for column in ("node", "type", "reachable", "system", "running", "failed units", "detail"):
             table.add_column(column)
         for r in rows:
             ok = "[green]yes[/green]" if r.reachable else "[red]no[/red]"
@@ -681,13 +922,17 @@ def status_cmd(opts: Options, on: tuple[str, ...]) -> None:
                 r.system_state,
                 r.running_summary,
                 ", ".join(r.failed_units) or "-",
+                _why(r) if not r.reachable else "-",
             )
-        Console(highlight=False, soft_wrap=True).print(table)
+        console = Console(highlight=False)
+        if not console.is_terminal:  # piped or captured: whole rows, not rows folded into 80 columns
+            console = Console(highlight=False, width=200)
+        console.print(table)
     if not all(r.ok for r in rows):
         raise click.exceptions.Exit(1)
 
 
-@cli.command("cmd", context_settings={"ignore_unknown_options": True})
+@cli.command("cmd", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option(
     "-t",
     "--targets",
@@ -717,34 +962,49 @@ def cmd_cmd(opts: Options, on: tuple[str, ...], parallel: int, command: tuple[st
     # like ssh: the words are joined and the node's shell interprets them (pipes, globs, ...)
     results = run_everywhere(nodes, opts.facts(), opts.ssh_settings(), ["/bin/sh", "-c", " ".join(command)], parallel)
     width = max(len(n.name) for n in nodes)
+
+    def state(code: int) -> str:
+        return "ok" if code == 0 else ("unreachable" if code == 255 else f"exit {code}")
+
+    rows = [
+        {"node": n, "exit_code": r.returncode, "state": state(r.returncode), "stdout": r.stdout, "stderr": r.stderr}
+        for n, r in results
+    ]
+    failed = [n for n, r in results if r.returncode != 0]
+    message = f"the command failed on {len(failed)} of {len(results)} node(s): {', '.join(failed)}"
+    if opts.json_output:  # one document: the results, and the error when there is one
+        error = {"error": {"message": message, "exit_code": 1}} if failed else {}
+        click.echo(json.dumps({"results": rows, **error}, indent=2))
+        if failed:
+            click.secho(f"error: {message}", fg="red", err=True)
+            raise click.exceptions.Exit(1)
+        return
     for name, result in results:
         for line in (result.stdout + result.stderr).splitlines():
             click.echo(f"{name:<{width}} | {line}")
     click.echo("")
     for name, result in results:
-        state = (
-            "ok"
-            if result.returncode == 0
-            else ("unreachable" if result.returncode == 255 else f"exit {result.returncode}")
-        )
-        click.echo(f"{name:<{width}}  {state}")
-    failed = [n for n, r in results if r.returncode != 0]
+        click.echo(f"{name:<{width}}  {state(result.returncode)}")
     if failed:
-        raise NixInfraError(f"the command failed on {len(failed)} of {len(results)} node(s): {', '.join(failed)}")
+        raise NixInfraError(message)
 
 
-@cli.command("ssh", context_settings={"ignore_unknown_options": True})
+@cli.command("ssh", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("node", callback=param(check_node_name))
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def ssh_cmd(opts: Options, node: str, command: tuple[str, ...]) -> None:
     """Open a shell on NODE (or run COMMAND there), with its pinned host key.
 
+    Every word after NODE belongs to COMMAND (global options go before NODE).
+
     \b
     Examples:
       nix-infra ssh worker001
       nix-infra ssh ctrl001 -- journalctl -fu etcd
     """
+    if command[:1] == ("--",):  # after NODE every word is the command's; `--` only separates
+        command = command[1:]
     manifest = opts.load_manifest()
     target_node = one_node(manifest, node)
     target = ssh_target(target_node, opts.facts(), opts.ssh_settings())
@@ -773,21 +1033,24 @@ def rollback_cmd(opts: Options, on: tuple[str, ...], confirm_timeout: int) -> No
         opts.facts(),
         opts.ssh_settings(),
         _deploy_options(opts, 10, None, confirm_timeout, False),
-        _event_printer(opts, console),
+        printer := EventPrinter(opts, console),
     )
-    outcomes = deployer.rollback(nodes)
-    _summary(opts, outcomes, console)
-    if not all(o.ok for o in outcomes):
-        raise NixInfraError(f"rollback failed on {', '.join(o.node for o in outcomes if not o.ok)}")
+    with printer:
+        outcomes = deployer.rollback(nodes)
+    _summary(opts, outcomes, console, "rollback")
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise NixInfraError(failure_message(failed, "rollback"))
 
 
 def _confirm(opts: Options, question: str) -> None:
+    """Ask on the terminal (the question says what waits for the answer); no answer, no change."""
     if opts.yes:
         return
     if not sys.stdin.isatty():
-        raise NixInfraError("this changes the cloud and there is no terminal to ask; pass --yes to confirm")
+        raise NixInfraError(f"{question} There is no terminal to ask; pass --yes to confirm")
     if not click.confirm(question, default=False, err=True):
-        raise NixInfraError("nothing changed")
+        raise click.exceptions.Abort()
 
 
 def _result(opts: Options, status: str, p: Plan) -> None:
@@ -812,9 +1075,28 @@ from nix_infra.cli_sandbox import install as install_sandbox  # noqa: E402
 install_sandbox(cli)  # `sandbox`, and every other command targets a running sandbox
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """--json among the options (not in a remote command after `--`)."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in words
+
+
+def _fail(message: str, code: int, as_json: bool) -> NoReturn:
+    """The error as text on stderr, and with --json also as the one JSON document on stdout."""
+    click.secho(f"error: {message}" if code != EXIT_INTERRUPTED else message, fg="red", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": {"message": message, "exit_code": code}}))
+    sys.exit(code)
+
+
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT (128 + 2)
+
+
 def main() -> None:
     """Entry point: user errors become one message and an exit code, no traceback."""
-    debug = "--debug" in sys.argv[1:]
+    args = sys.argv[1:]
+    debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
+    as_json = _wants_json(args)
     try:
         code = cli.main(standalone_mode=False)  # returns the code of a ctx.exit() / Exit
         if isinstance(code, int) and code != 0:
@@ -822,17 +1104,21 @@ def main() -> None:
     except NixInfraError as exc:
         if debug:
             raise
-        click.secho(f"error: {exc.message}", fg="red", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(1)
+        _fail(exc.message, exc.exit_code, as_json)
     except KeyboardInterrupt:  # outside a deploy's own handling (which says what is left running)
         if debug:
             raise
-        click.secho("error: interrupted", fg="red", err=True)
-        sys.exit(130)
+        _fail("interrupted", EXIT_INTERRUPTED, as_json)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
+            _fail("interrupted", EXIT_INTERRUPTED, as_json)
+        if as_json:
+            _fail("aborted", 1, as_json)
+        click.echo("aborted", err=True)
+        sys.exit(1)
     except click.ClickException as exc:
+        if as_json:
+            click.echo(json.dumps({"error": {"message": exc.format_message(), "exit_code": exc.exit_code}}))
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:

@@ -153,13 +153,17 @@ def secret_set_cmd(opts: Options, name: str, from_file: Path | None, keep_newlin
     """
     check_name(name)
     SecretStore(opts.repo_dir()).set(name, read_value(from_file, name, keep_newline))
-    click.echo(f"stored secrets/{name}.age")
+    click.echo(json.dumps({"stored": f"secrets/{name}.age"}) if opts.json_output else f"stored secrets/{name}.age")
 
 
 @secret_group.command("list")
 @click.pass_obj
 def secret_list_cmd(opts: Options) -> None:
     """Every secret: recipients, which node/app uses it (per the manifest), whether it decrypts for you.
+
+    When your identity cannot be loaded (missing file, wrong passphrase) the
+    list says why instead of whether each decrypts. Exit status is 1 when a
+    secret the manifest uses is MISSING.
 
     \b
     Examples:
@@ -168,11 +172,13 @@ def secret_list_cmd(opts: Options) -> None:
     """
     store = SecretStore(opts.repo_dir())
     manifest = opts.load_manifest()
+    identity_error = None
     try:
         identity = opts.identity()
-    except NixInfraError:
-        identity = None
+    except NixInfraError as exc:
+        identity, identity_error = None, exc.message
     rows = store.info(manifest, identity)
+    missing = [r.name for r in rows if r.recipients == 0]
     if opts.json_output:
         click.echo(
             json.dumps(
@@ -189,11 +195,20 @@ def secret_list_cmd(opts: Options) -> None:
                 indent=2,
             )
         )
-        return
-    for r in rows:
-        state = "MISSING" if r.recipients == 0 else f"{r.recipients} recipient(s)"
-        dec = {True: "decrypts", False: "does NOT decrypt for you", None: "-"}[r.decrypts]
-        click.echo(f"{r.name:<24} {state:<16} {dec:<26} used by: {', '.join(r.users) or 'nothing'}")
+    else:
+        unknown = "- (identity not loaded)" if identity_error else "-"
+        for r in rows:
+            state = "MISSING" if r.recipients == 0 else f"{r.recipients} recipient(s)"
+            dec = {True: "decrypts", False: "does NOT decrypt for you", None: unknown}[r.decrypts]
+            click.echo(f"{r.name:<24} {state:<16} {dec:<26} used by: {', '.join(r.users) or 'nothing'}")
+    if identity_error:
+        click.echo(f"warning: cannot tell whether the secrets decrypt for you: {identity_error}", err=True)
+    if missing:
+        click.echo(
+            f"{len(missing)} secret(s) MISSING: {', '.join(missing)}; set each with `nix-infra secret set NAME`",
+            err=True,
+        )
+        raise click.exceptions.Exit(1)
 
 
 @secret_group.command("rm")
@@ -212,7 +227,7 @@ def secret_rm_cmd(opts: Options, name: str, force: bool) -> None:
     if users and not force:
         raise NixInfraError(f"secret {name} is still used by {', '.join(users)}; remove it from the flake or --force")
     SecretStore(opts.repo_dir()).remove(name)
-    click.echo(f"removed secrets/{name}.age")
+    click.echo(json.dumps({"removed": f"secrets/{name}.age"}) if opts.json_output else f"removed secrets/{name}.age")
 
 
 @secret_group.command("rotate")
@@ -239,6 +254,11 @@ def secret_rotate_cmd(opts: Options, name: str, from_file: Path | None, keep_new
     nodes = sorted(n.name for n in manifest.nodes.values() if name in n.credentials)
     units = sorted({f"{n}: {u}" for n in nodes for u in manifest.nodes[n].credential_units.get(name, ())})
     if not deploy_now:
+        if opts.json_output:
+            click.echo(
+                json.dumps({"stored": f"secrets/{name}.age", "delivered": False, "nodes": nodes, "units": units})
+            )
+            return
         click.echo(f"stored; the next deploy delivers it to {', '.join(nodes) or 'no node'} and restarts: "
                    f"{'; '.join(units) or 'nothing'}")  # fmt: skip
         return
@@ -274,7 +294,11 @@ def secret_rekey_cmd(opts: Options) -> None:
       echo 'ssh-ed25519 AAAA... alice' >> secrets/recipients.txt && nix-infra secret rekey
     """
     files = SecretStore(opts.repo_dir()).rekey(opts.identity())
-    click.echo(f"re-encrypted {len(files)} file(s)")
+    click.echo(
+        json.dumps({"reencrypted": [str(f) for f in files]})
+        if opts.json_output
+        else f"re-encrypted {len(files)} file(s)"
+    )
 
 
 @click.command("action", context_settings={"ignore_unknown_options": True})
@@ -348,3 +372,5 @@ def action_cmd(
     output = result.stdout_bytes if keep_newline else strip_final_newline(result.stdout_bytes)
     SecretStore(opts.repo_dir()).set(secret_name, output)
     click.echo(f"stored the output of {app}/{action} as secrets/{secret_name}.age ({shlex.quote(node)})", err=True)
+    if opts.json_output:
+        click.echo(json.dumps({"stored": f"secrets/{secret_name}.age", "node": node, "app": app, "action": action}))

@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,16 @@ import click
 from nix_infra.controlplane import DirectEndpoint, connect, init_repo, issue_certificates
 from nix_infra.deploy import ssh_target
 from nix_infra.errors import NixInfraError
-from nix_infra.options import Options, SafePath, check_cluster_name, check_endpoint, check_etcd_key, param
+from nix_infra.options import (
+    Options,
+    SafePath,
+    check_cluster_name,
+    check_endpoint,
+    check_etcd_key,
+    find_repo_root,
+    local_flake_dir,
+    param,
+)
 from nix_infra.pki import Pki, wanted_certificates
 
 if TYPE_CHECKING:  # grpc (via the etcd client) loads only for the etcd commands
@@ -23,7 +33,7 @@ if TYPE_CHECKING:  # grpc (via the etcd client) loads only for the etcd commands
 
 
 @click.command("init")
-@click.argument("directory", type=SafePath(path_type=Path, file_okay=False), default=".", required=False)
+@click.argument("directory", type=SafePath(path_type=Path, file_okay=False), default=None, required=False)
 @click.option(
     "--cluster",
     metavar="NAME",
@@ -39,13 +49,16 @@ if TYPE_CHECKING:  # grpc (via the etcd client) loads only for the etcd commands
     "Default: the public key of your identity.",
 )
 @click.pass_obj
-def init_cmd(opts: Options, directory: Path, cluster: str | None, recipients: tuple[str, ...]) -> None:
+def init_cmd(opts: Options, directory: Path | None, cluster: str | None, recipients: tuple[str, ...]) -> None:
     """Create the cluster repo's state: recipients, facts/, the cluster CA.
 
     Writes secrets/recipients.txt (who can decrypt), facts/, pki/ca.crt (in
     the clear) and pki/ca.key.age (the CA key, only ever encrypted to the
     recipients). Anything that exists is left as it is, so running it again
-    changes nothing.
+    changes nothing. The state goes to the cluster repo's root (the nearest
+    directory with a flake.nix at or above DIRECTORY, default the current
+    one), wherever in it init runs; outside a cluster repo it refuses (with
+    --manifest, DIRECTORY or the current directory is the repo).
 
     \b
     Examples:
@@ -53,6 +66,7 @@ def init_cmd(opts: Options, directory: Path, cluster: str | None, recipients: tu
       nix-infra init infra --recipient age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
       nix-infra --identity ~/.config/age/key.txt init
     """
+    directory = init_directory(opts, directory)
     name = cluster
     if name is None:
         try:
@@ -67,6 +81,20 @@ def init_cmd(opts: Options, directory: Path, cluster: str | None, recipients: tu
         click.echo(f"created {directory / item}")
     for item in report.kept:
         click.echo(f"kept    {directory / item} (exists)")
+
+
+def init_directory(opts: Options, directory: Path | None) -> Path:
+    """Where init writes: the root of the cluster repo DIRECTORY (default: here) is in."""
+    if opts.manifest_file is not None:
+        return directory if directory is not None else opts.repo_dir()
+    start = directory if directory is not None else (local_flake_dir(opts.flake) or Path.cwd())
+    root = find_repo_root(start)
+    if root is None:
+        raise NixInfraError(
+            f"init: {start} is not in a cluster repo (no flake.nix there or in a directory above it); "
+            "create one first: `nix flake init -t github:OWNER/nix-infra` (see the README), then run init in it"
+        )
+    return root if directory is None or root != directory.resolve() else directory
 
 
 @click.group("pki")
@@ -84,6 +112,8 @@ def pki_group() -> None:
 def pki_status_cmd(opts: Options) -> None:
     """List the certificates the manifest needs and whether each must be issued.
 
+    Exit status is 1 when any must be issued (`nix-infra pki issue` or the next deploy does it).
+
     \b
     Examples:
       nix-infra pki status
@@ -93,9 +123,14 @@ def pki_status_cmd(opts: Options) -> None:
     rows = [pki.state(spec) for spec in wanted_certificates(opts.load_manifest())]
     if opts.json_output:
         click.echo(json.dumps([{"name": r.spec.name, "issue": r.reason} for r in rows], indent=2))
-        return
-    for r in rows:
-        click.echo(f"{r.spec.name:<32} {r.reason or 'ok'}")
+    else:
+        for r in rows:
+            click.echo(f"{r.spec.name:<32} {r.reason or 'ok'}")
+    due = [r.spec.name for r in rows if r.reason is not None]
+    if due:
+        if not opts.json_output:
+            click.echo(f"{len(due)} certificate(s) to issue: run `nix-infra pki issue`", err=True)
+        raise click.exceptions.Exit(1)
 
 
 @pki_group.command("issue")
@@ -131,7 +166,12 @@ def pki_issue_cmd(opts: Options) -> None:
 )
 @click.option("--etcd-ca", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE", help="CA certificate.")
 @click.option("--etcd-cert", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE", help="Client cert.")
-@click.option("--etcd-key", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE", help="Client key.")
+@click.option(
+    "--etcd-key",
+    type=SafePath(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Client key: PEM, or age-encrypted as the repo keeps them (e.g. pki/admin.key.age; decrypted in memory).",
+)
 @click.pass_context
 def etcd_group(
     ctx: click.Context,
@@ -151,8 +191,8 @@ def etcd_group(
     Examples:
       nix-infra etcd seed --dry-run
       nix-infra etcd get /cluster/nodes
-      nix-infra etcd --etcd-endpoint https://10.10.32.1:2379 --etcd-ca ca.crt \\
-          --etcd-cert admin.crt --etcd-key admin.key get /cluster
+      nix-infra etcd --etcd-endpoint https://10.10.32.1:2379 --etcd-ca pki/ca.crt \\
+          --etcd-cert pki/admin.crt --etcd-key pki/admin.key.age get /cluster
     """
     files = {"--etcd-ca": etcd_ca, "--etcd-cert": etcd_cert, "--etcd-key": etcd_key}
     given = [k for k, v in files.items() if v is not None]
@@ -168,13 +208,19 @@ def etcd_group(
     ctx.meta["nix_infra.etcd_direct"] = direct
 
 
+AGE_HEADERS = (b"age-encryption.org/v1\n", b"-----BEGIN AGE ENCRYPTED FILE-----")
+
+
 @contextmanager
 def _etcd(opts: Options) -> Iterator[Etcd]:
     direct: DirectEndpoint | None = click.get_current_context().meta.get("nix_infra.etcd_direct")
     from nix_infra.etcd import Etcd
 
     if direct is not None:
-        with Etcd(direct.url, direct.tls()) as etcd:
+        tls = direct.tls()
+        if tls.key.startswith(AGE_HEADERS):  # the repo's keys are only ever stored encrypted
+            tls = replace(tls, key=opts.identity().decrypt(tls.key, f"--etcd-key {direct.key}"))
+        with Etcd(direct.url, tls) as etcd:
             yield etcd
         return
     manifest = opts.load_manifest()

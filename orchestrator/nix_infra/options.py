@@ -7,7 +7,7 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +113,42 @@ def check_endpoint(url: str) -> str:
     return url
 
 
+def local_flake_dir(ref: str) -> Path | None:
+    """The directory of a flake reference to a local path ('.', 'path:/srv/infra',
+    'git+file:///srv/infra'), else None (e.g. 'github:acme/infra')."""
+    local = ref.removeprefix("path:").removeprefix("git+file://").split("?")[0]
+    if ":" not in local and _is_dir(Path(local)):
+        return Path(local)
+    return None
+
+
+def find_repo_root(start: Path) -> Path | None:
+    """The cluster repo containing `start`: the nearest directory at or above it with a flake.nix."""
+    try:
+        here = start.resolve()
+    except OSError:
+        return None
+    for directory in (here, *here.parents):
+        try:
+            if (directory / "flake.nix").is_file():
+                return directory
+        except OSError:
+            return None
+    return None
+
+
+def at_repo_root(opts: Options) -> Options:
+    """The options with --flake pointing at the cluster repo's root when it names a directory
+    inside one (`cd app_modules && nix-infra plan` evaluates the repo's flake, not a missing one)."""
+    if opts.manifest_file is not None:
+        return opts
+    local = local_flake_dir(opts.flake)
+    if local is None or (local / "flake.nix").is_file():
+        return opts
+    root = find_repo_root(local)
+    return opts if root is None else replace(opts, flake=str(root))
+
+
 def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()
@@ -192,19 +228,33 @@ class Options:
         return load_manifest_flake(self.flake)
 
     def repo_dir(self) -> Path:
-        """The cluster repo, where .env lives: a local flake's directory, else the working directory."""
+        """The cluster repo, where .env, facts/, secrets/ and pki/ live: the root of the local
+        flake (the nearest directory with a flake.nix at or above it), wherever in it the command
+        runs; with --manifest, the one at or above the working directory, else that directory."""
         if self.manifest_file is None:
-            local = self.flake.removeprefix("path:").removeprefix("git+file://").split("?")[0]
-            if ":" not in local and _is_dir(Path(local)):
-                return Path(local)
-        return Path.cwd()
+            local = local_flake_dir(self.flake)
+            if local is not None:
+                return find_repo_root(local) or local
+        return find_repo_root(Path.cwd()) or Path.cwd()
 
-    def hetzner(self, manifest: Manifest | None = None) -> tuple[Client, Desired]:
-        """Token first (a missing one fails before any work), then manifest, then a client."""
+    def hetzner(self, manifest: Manifest | None = None, placeholders_ok: bool = False) -> tuple[Client, Desired]:
+        """Token first (a missing one fails before any work), then manifest, then a client.
+
+        The template's placeholders (its example SSH key, documentation address ranges) are refused
+        before a real cloud is touched, unless placeholders_ok (destroy) or the endpoint is a local
+        stand-in (the fake API, the sandbox)."""
         from nix_infra.hetzner.client import make_client, resolve_token, settings_from_env
         from nix_infra.hetzner.model import desired_state
+        from nix_infra.placeholders import is_local_endpoint, placeholder_problems
 
         token = resolve_token(os.environ, self.repo_dir())
         settings = settings_from_env(os.environ, self.repo_dir())
-        desired = desired_state(manifest or self.load_manifest())
+        loaded = manifest or self.load_manifest()
+        problems = [] if placeholders_ok or is_local_endpoint(settings.endpoint) else placeholder_problems(loaded)
+        if problems:
+            raise NixInfraError(
+                "the cluster spec still has the template's placeholders (nothing was sent to "
+                f"{settings.endpoint}):\n" + "\n".join(f"  {p}" for p in problems)
+            )
+        desired = desired_state(loaded)
         return make_client(token, settings), desired

@@ -115,7 +115,7 @@ def escaped_manifest(example: dict[str, Any]) -> dict[str, Any]:
 def test_a_manifest_node_named_like_a_path_writes_nothing_outside_the_repo(
     repo: Path, capsys: pytest.CaptureFixture[str], example_manifest: dict[str, Any], tmp_path: Path
 ) -> None:
-    assert cli(capsys, "init", "--cluster", "demo")[0] == 0
+    assert cli(capsys, *M, "init", "--cluster", "demo")[0] == 0
     (repo / "manifest.json").write_text(json.dumps(escaped_manifest(example_manifest)))
     code, _, err = cli(capsys, *M, "pki", "issue")
     assert code == 1
@@ -522,7 +522,7 @@ def test_a_directory_where_a_facts_file_belongs(
 
 
 def test_a_garbage_ca_certificate(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(capsys, "init", "--cluster", "demo")[0] == 0
+    assert cli(capsys, *M, "init", "--cluster", "demo")[0] == 0
     (repo / "pki/ca.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
     code, _, err = cli(capsys, *M, "pki", "issue")
     assert code == 1 and "pki/ca.crt is not a PEM certificate" in err

@@ -227,6 +227,7 @@ def test_selectors(
     monkeypatch.setattr(
         "nix_infra.cli.node_status", lambda nodes, *a, **k: reached.append([n.name for n in nodes]) or []
     )
+    monkeypatch.setattr("nix_infra.cli.ssh_target", lambda *a: None)  # as if every node had facts
     args = ["cmd", "-t", selector, "--", "true"] if command == "cmd" else ["status", "--on", selector]
     option = "--targets" if command == "cmd" else "--on"
     field = f"{command} {option}"

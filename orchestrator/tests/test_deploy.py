@@ -195,7 +195,7 @@ def test_deploy_from_nothing(
 
 def test_status_json_reports_every_node(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
     assert cluster.cli(capsys, "deploy")[0] == 0
-    code, out, _ = cluster.cli(capsys, "--json", "status")
+    code, out, _ = cluster.cli(capsys, "--json", "status", "--drift")
     assert code == 0
     rows = json.loads(out)
     assert [r["node"] for r in rows] == ["ctrl001", "svc001", "worker001", "worker002"]
@@ -315,7 +315,7 @@ def test_rollback_goes_to_the_previous_generation(cluster: Cluster, capsys: pyte
     assert code == 0, err
     assert cluster.server("worker001").current_system() == old["worker001"]
     assert cluster.server("worker002").current_system() == new["worker002"]
-    code, out, _ = cluster.cli(capsys, "--json", "status")
+    code, out, _ = cluster.cli(capsys, "--json", "status", "--drift")
     assert code == 1  # worker001 no longer runs its desired system
     assert [r["node"] for r in json.loads(out) if not r["ok"]] == ["worker001"]
 

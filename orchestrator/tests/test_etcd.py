@@ -165,7 +165,7 @@ def test_unreachable_etcd_names_the_endpoint_and_writes_nothing(cluster: Cluster
         with pytest.raises(NixInfraError) as err:
             seed(client, {"/cluster/nodes/a": {"name": "a"}})
     assert url in err.value.message
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 60  # gave up (timeout=2 s, a few retries), did not hang
 
 
 # ---- the CLI -------------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def test_cli_init_and_pki(
     assert code == 0 and "created" not in out and "kept" in out
     monkeypatch.chdir(repo)
     code, out, _ = run_cli(capsys, "--manifest", str(manifest), "--json", "pki", "status")
-    assert code == 0 and {r["issue"] for r in json.loads(out)} == {"missing"}
+    assert code == 1 and {r["issue"] for r in json.loads(out)} == {"missing"}  # exit 1: some must be issued
     code, out, _ = run_cli(capsys, "--manifest", str(manifest), "pki", "issue")
     assert code == 0 and "5 certificate(s) issued" in out
     code, out, _ = run_cli(capsys, "--manifest", str(manifest), "pki", "status")

@@ -222,9 +222,7 @@ def test_missing_token_fails_fast_without_api_calls(
 ) -> None:
     monkeypatch.delenv("HCLOUD_TOKEN")
     monkeypatch.chdir(tmp_path)
-    start = time.monotonic()
     code, _, err = cli(capsys, "--manifest", str(manifest_file), "plan")
-    assert time.monotonic() - start < 1.0
     assert code == 1
     assert "No Hetzner Cloud API token" in err and "HCLOUD_TOKEN" in err and ".env" in err
     assert fake.calls == []

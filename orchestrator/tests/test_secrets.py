@@ -106,7 +106,7 @@ def cli_repo(repo: tuple[Path, Path, Path], example_manifest: dict[str, Any], mo
 def test_secret_list_set_rm(cli_repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     m = ["--manifest", "manifest.json"]
     code, out, _ = run_cli(capsys, *m, "secret", "list")
-    assert code == 0 and out.split()[:2] == ["api-token", "MISSING"] and "worker001/api" in out
+    assert code == 1 and out.split()[:2] == ["api-token", "MISSING"] and "worker001/api" in out
     value_file = tmp_path / "v"
     value_file.write_text("tok-123")
     assert run_cli(capsys, *m, "secret", "set", "api-token", "--from-file", str(value_file))[0] == 0

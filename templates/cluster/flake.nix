@@ -1,6 +1,10 @@
 {
   description = "A nix-infra cluster";
 
+  # Where nix-infra comes from. OWNER is a placeholder: put the GitHub owner of the nix-infra
+  # repository you use (yours or a fork), or a local checkout instead:
+  #   inputs.nix-infra.url = "path:/abs/path/to/nix-infra";
+  # then `nix flake lock` (or `nix flake update nix-infra` after changing it).
   inputs.nix-infra.url = "github:OWNER/nix-infra";
 
   outputs =

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import math
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -176,6 +177,15 @@ class HetznerRetry(Retry):
             return wait
         return super().get_retry_after(response)
 
+    def sleep(self, response: Any = None) -> None:
+        """Say why and for how long before every wait but a rate limit's (get_retry_after says that)."""
+        if response is None or response.status != 429:
+            reason = f"answered {response.status}" if response is not None else "could not be reached"
+            log.info(
+                "Hetzner API %s; trying again in %.1f s (%s retries left)", reason, self.get_backoff_time(), self.total
+            )
+        super().sleep(response)
+
 
 def make_client(token: str, settings: HcloudSettings) -> Client:
     """An hcloud Client whose requests retry 429 (until RateLimit-Reset) and 5xx (backoff)."""
@@ -234,7 +244,24 @@ def api_errors(what: str) -> Iterator[None]:
         ) from exc
 
 
+WAIT_REPORT_SECONDS = 5.0  # while an action runs, say so this often (no silent wait)
+
+
 def wait_for(action: BoundAction, what: str) -> None:
-    """Poll an action to completion; a failure names `what` and Hetzner's error code."""
-    with api_errors(what):
-        action.wait_until_finished()
+    """Poll an action to completion, saying every few seconds what is being waited for; a failure
+    names `what` and Hetzner's error code."""
+    done = threading.Event()
+    start = time.monotonic()
+
+    def report() -> None:
+        while not done.wait(WAIT_REPORT_SECONDS):
+            log.info("%s: waiting for Hetzner action %s (%.0f s)", what, action.command, time.monotonic() - start)
+
+    reporter = threading.Thread(target=report, name="action-wait", daemon=True)
+    reporter.start()
+    try:
+        with api_errors(what):
+            action.wait_until_finished()
+    finally:
+        done.set()
+        reporter.join()
