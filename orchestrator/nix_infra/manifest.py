@@ -135,16 +135,16 @@ DNS_LABEL_RULE = "a DNS label (lowercase letters, digits and '-', starting with 
 SECRET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 SECRET_NAME_RULE = "a secret name (1-64 letters, digits, '.', '_', '-', not starting with '.' or '-')"
 # systemd's unit name characters (unit_name_is_valid: [A-Za-z0-9:_.\@-]), not starting with '-', <= 255
-UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]{0,246}\.service")
+UNIT_NAME = re.compile(r"(?=.{1,255}\Z)[A-Za-z0-9:_][-A-Za-z0-9:_.]*(@[-A-Za-z0-9:_.]+)?\.service")  # lib's isUnitName
 UNIT_NAME_RULE = (
-    "a systemd service name (letters, digits, ':', '_', '.', '\\', '@', '-', not starting with '-', "
-    "ending in .service, at most 255 characters)"
+    "a systemd service name (letters, digits, ':', '_', '.', '-', not starting with '-' or '.', "
+    "an optional @instance, ending in .service, at most 255 characters)"
 )
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
 IPV4_RULE = "an IPv4 address such as 10.0.0.1 (no leading zeros)"
 CIDR4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])")
-CIDR6 = re.compile(r"[0-9a-fA-F:]*:[0-9a-fA-F:]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])")
+CIDR6 = re.compile(r"[0-9a-fA-F:.]*:[0-9a-fA-F:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])")  # an IPv4 tail too
 LABEL_KEY = re.compile(
     r"(([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 )
@@ -155,7 +155,7 @@ SSH_KEY = re.compile(
     r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
     r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+=*( [^\x00-\x1f\x7f]*)?"
 )
-SERVER_TYPE = re.compile(r"[a-z0-9-]{1,63}")
+SERVER_TYPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # lib's isHetznerName
 IMAGE = re.compile(r"[^\x00-\x1f\x7f]{1,255}")  # a name the cloud API looks up: printable, one line
 URL_PATH = re.compile(r"/[!-~]*")  # printable ASCII, no spaces: it ends up in proxy and health-check configs
 ENV_PREFIX = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -179,6 +179,15 @@ SEED_KEY = re.compile(
 
 NODE_TYPES = ("ctrl", "worker", "service", "ingress", "registry")
 LOCATIONS = ("fsn1", "nbg1", "hel1", "ash", "hil", "sin")
+# Hetzner's network zone of each location (lib/constants.nix locationZones)
+LOCATION_ZONES = {
+    "fsn1": "eu-central",
+    "nbg1": "eu-central",
+    "hel1": "eu-central",
+    "ash": "us-east",
+    "hil": "us-west",
+    "sin": "ap-southeast",
+}  # noqa: E501
 ZONES = ("eu-central", "us-east", "us-west", "ap-southeast")
 GROUPS = ("frontends", "backends", "services")
 MAX_MANIFEST_BYTES = 64 << 20  # a 1000-node manifest is a few MiB
@@ -537,6 +546,7 @@ def parse_manifest(data: Any) -> Manifest:
     for name, node in nodes.items():
         if node.volumes and not node.stateful:
             raise NixInfraError(f"manifest: nodes.{name}.stateful: is false, but the node has volumes; it must be true")
+    _consistent(r, cluster, network, nodes, nodes_field, waves, etcd, admin_cidrs)
     return Manifest(
         version=version,
         cluster=cluster,
@@ -553,6 +563,58 @@ def parse_manifest(data: Any) -> Manifest:
         secrets=secrets,
         raw=data,
     )
+
+
+def _consistent(
+    r: _Field,
+    cluster: str,
+    network: Network,
+    nodes: Mapping[str, Node],
+    nodes_field: _Field,
+    waves: tuple[tuple[str, ...], ...],
+    etcd: EtcdCluster,
+    admin_cidrs: tuple[str, ...],
+) -> None:
+    """What lib guarantees and a hand-made manifest may break, checked before any change: the
+    labels nix-infra owns (a wrong one makes provision disown its own servers), addresses inside
+    the network, locations in its zone, members that are ctrl nodes, each node's wave."""
+    net = ipaddress.IPv4Network(network.ip_range)
+    if network.subnet != network.ip_range:
+        r.at("network").at("subnet").fail(f"the network's ipRange ({network.ip_range}): nix-infra uses one subnet")
+    if network.gateway != str(net.network_address + 1):
+        r.at("network").at("gateway").fail(f"the first address of ipRange ({net.network_address + 1})")
+    cluster_label = r.at("labels")
+    if dict(cluster_label.obj()).get("nix-infra/cluster") != cluster:
+        cluster_label.fail(f'labels with "nix-infra/cluster": "{cluster}"')
+    wave_of = {n: i for i, w in enumerate(waves) for n in w}
+    for name, node in nodes.items():
+        f = nodes_field.at(name)
+        owned = {"nix-infra/cluster": cluster, "nix-infra/node": name, "nix-infra/type": node.type}
+        for key, want in owned.items():
+            if node.labels.get(key) != want:
+                f.at("labels").fail(f'labels with "{key}": "{want}" (nix-infra owns the nix-infra/ labels)')
+        for key, value in node.volumes.items():
+            want_volume = {**owned, "nix-infra/volume": key}
+            for k, v in want_volume.items():
+                if value.labels.get(k) != v:
+                    f.at("volumes").at(key).at("labels").fail(f'labels with "{k}": "{v}"')
+        ip = ipaddress.IPv4Address(node.private_ip)
+        if ip not in net or ip in (net.network_address, net.network_address + 1, net.broadcast_address):
+            f.at("privateIp").fail(
+                f"an address inside the network {network.ip_range} (not its network, gateway or broadcast address)"
+            )  # noqa: E501
+        if LOCATION_ZONES[node.location] != network.zone:
+            f.at("location").fail(f"a location in the network's zone {network.zone}")
+        if node.wave != wave_of.get(name):
+            f.at("wave").fail(f"the index of the wave that lists the node ({wave_of.get(name)})")
+    for i, member in enumerate(etcd.members):
+        if nodes[member].type != "ctrl":
+            r.at("etcd").at("members").list()[i].fail(f"a ctrl node ({member} is a {nodes[member].type} node)")
+    for i, cidr in enumerate(admin_cidrs):
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            r.at("adminCidrs").list()[i].fail("a network without host bits set (e.g. 203.0.113.0/24)")
 
 
 class _Top(_Field):

@@ -675,3 +675,62 @@ def test_a_repos_env_cannot_send_the_environments_token_elsewhere(tmp_path: Path
     for bad in ("http://10.0.0.1:1/v1", "http://api.hetzner.cloud/v1", "https://user:pw@api.example/v1", "ftp://x/"):
         with pytest.raises(NixInfraError, match=r"HCLOUD_ENDPOINT \(environment\).*is not allowed"):
             settings_from_env({"HCLOUD_TOKEN": "t", "HCLOUD_ENDPOINT": bad}, None)
+
+
+def _set(path: str, value: Any) -> Any:
+    def change(m: dict[str, Any]) -> None:
+        *head, last = path.split(".")
+        target = m
+        for key in head:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        target[int(last) if isinstance(target, list) else last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        # review findings: a hand-made manifest failed mid-apply, or made provision disown its servers
+        (_set("nodes.worker001.privateIp", "8.8.8.8"), "nodes.worker001.privateIp"),
+        (_set("nodes.worker001.privateIp", "10.10.0.1"), "nodes.worker001.privateIp"),
+        (_set("nodes.worker001.location", "ash"), "nodes.worker001.location"),
+        (_set("network.subnet", "10.10.1.0/24"), "network.subnet"),
+        (_set("nodes.worker001.labels.nix-infra/cluster", "other"), "nodes.worker001.labels"),
+        (_set("nodes.worker001.labels", {}), "nodes.worker001.labels"),
+        (_set("labels", {}), "labels"),
+        (_set("etcd.members", ["worker001"]), "etcd.members"),
+        (_set("nodes.worker001.wave", 7), "nodes.worker001.wave"),
+        (_set("adminCidrs", ["203.0.113.7/24"]), "adminCidrs"),
+    ],
+)
+def test_the_loader_refuses_what_lib_never_produces(example_manifest: dict[str, Any], change: Any, says: str) -> None:
+    m = copy.deepcopy(example_manifest)
+    change(m)
+    with pytest.raises(NixInfraError, match=re.escape(f"manifest: {says}")):
+        parse_manifest(m)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # what lib accepts, the loader accepts (review finding: they disagreed)
+        _set("nodes.ctrl001.serverType", "cx22.x"),
+        _set("nodes.ctrl001.serverType", "cx_22"),
+        _set("adminCidrs", ["::ffff:192.0.2.0/120"]),
+        _set("adminCidrs", ["1:2:3:4:5:6:1.2.3.4/128"]),
+        _set("apps.api.unit", "app@blue.service"),
+    ],
+)
+def test_the_loader_accepts_what_lib_produces(example_manifest: dict[str, Any], change: Any) -> None:
+    m = copy.deepcopy(example_manifest)
+    change(m)
+    parse_manifest(m)
+
+
+@pytest.mark.parametrize("unit", [".hidden.service", "@x.service", "a\\x2d.service", "-x.service"])
+def test_the_loader_refuses_units_lib_refuses(example_manifest: dict[str, Any], unit: str) -> None:
+    m = copy.deepcopy(example_manifest)
+    m["apps"]["api"]["unit"] = unit
+    with pytest.raises(NixInfraError, match=r"apps\.api\.unit"):
+        parse_manifest(m)

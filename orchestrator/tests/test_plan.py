@@ -93,7 +93,10 @@ def test_firewalls_follow_the_manifest(desired: Desired) -> None:
 
 def test_ingress_gets_web_ports_from_anywhere(example_manifest: dict[str, Any]) -> None:
     data = dict(example_manifest)
-    data["nodes"] = {**data["nodes"], "edge001": {**data["nodes"]["ctrl001"], "name": "edge001", "type": "ingress"}}
+    edge = {**data["nodes"]["ctrl001"], "name": "edge001", "type": "ingress", "system": "nixosConfigurations.edge001"}
+    edge["labels"] = {**edge["labels"], "nix-infra/node": "edge001", "nix-infra/type": "ingress"}
+    edge["wave"] = len(data["waves"])
+    data["nodes"] = {**data["nodes"], "edge001": edge}
     data["waves"] = [*data["waves"], ["edge001"]]
     data["nodes"]["edge001"]["firewall"] = {
         "public": {"tcp": [22, 80, 443], "udp": []},

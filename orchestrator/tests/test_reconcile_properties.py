@@ -43,6 +43,7 @@ def template() -> dict[str, Any]:
 def manifests(draw: st.DrawFn) -> dict[str, Any]:
     m = template()
     m["cluster"] = "prop"
+    m["labels"] = {"nix-infra/cluster": "prop"}
     m["sshKeys"] = draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=2, unique=True))
     m["adminCidrs"] = draw(st.lists(st.sampled_from(["203.0.113.0/24", "198.51.100.7/32"]), min_size=1, unique=True))
     ctrl = m["nodes"]["ctrl001"]
@@ -65,6 +66,9 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
     m["nodes"] = nodes
     others = [n for n in nodes if nodes[n]["type"] != "ctrl"]
     m["waves"] = [[n] for n in nodes if nodes[n]["type"] == "ctrl"] + ([others] if others else [])
+    for i, wave in enumerate(m["waves"]):
+        for n in wave:
+            nodes[n]["wave"] = i
     # the rest of the manifest refers to these nodes only (the loader checks every reference)
     m["etcd"] = {**m["etcd"], "members": ["ctrl000"], "endpoints": [f"https://{nodes['ctrl000']['privateIp']}:2379"]}
     m["apps"], m["etcdSeed"], m["secrets"] = {}, {}, []

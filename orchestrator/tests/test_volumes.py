@@ -261,7 +261,7 @@ def test_destroy_of_a_stateful_node_is_refused_without_the_flag(
     assert code == 1 and "does not match db001" in err
     code, _, err = cli(capsys, *m, "--json", "destroy", "db001")
     assert code == 1
-    plan = json.loads(err[: err.rindex("}") + 1])["plan"]
+    plan = json.loads(err[err.index("{") : err.rindex("}") + 1])["plan"]  # after the endpoint notice
     assert plan["dataLoss"] and plan["dataLoss"][0].startswith("server demo-db001: node db001's disk")
     assert "db001" in {s["labels"]["nix-infra/node"] for s in fake.snapshot()["servers"]}
 
