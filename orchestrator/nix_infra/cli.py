@@ -25,6 +25,7 @@ from nix_infra.deploy import (
     summary_rows,
 )
 from nix_infra.errors import NixInfraError
+from nix_infra.lock import in_repo_lock
 from nix_infra.manifest import Manifest
 from nix_infra.operate import desired_systems, node_status, run_everywhere
 from nix_infra.options import (
@@ -224,6 +225,7 @@ def plan_cmd(opts: Options) -> None:
 
 @cli.command("provision")
 @click.pass_obj
+@in_repo_lock
 def provision_cmd(opts: Options) -> None:
     """Create or update the cloud resources the manifest asks for.
 
@@ -277,6 +279,7 @@ def provision_cmd(opts: Options) -> None:
     help="With --all: the cluster's name, instead of typing it at the prompt.",
 )
 @click.pass_obj
+@in_repo_lock
 def destroy_cmd(opts: Options, nodes: tuple[str, ...], all_: bool, confirm_name: str | None) -> None:
     """Delete servers: `destroy NODE...`, or `destroy --all` for the whole cluster.
 
@@ -308,7 +311,7 @@ def destroy_cmd(opts: Options, nodes: tuple[str, ...], all_: bool, confirm_name:
             raise NixInfraError(f"confirmation {confirm_name!r} does not match the cluster name; nothing deleted")
     else:
         _confirm(opts, f"Delete the servers of {', '.join(nodes)} in cluster {desired.cluster}?")
-    deleted = destroy(client, desired.cluster, None if all_ else list(nodes), lambda m: console.print(m))
+    deleted = destroy(client, desired.cluster, None if all_ else list(nodes), lambda m: console.print(m), opts.facts())
     if opts.json_output:
         click.echo(json.dumps({"deleted_servers": deleted, "all": all_}))
     else:
@@ -437,6 +440,7 @@ def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console) -> No
     "--no-seed", is_flag=True, help="Skip issuing certificates and seeding etcd (e.g. before the cluster has a PKI)."
 )
 @click.pass_obj
+@in_repo_lock
 def deploy_cmd(
     opts: Options,
     on: tuple[str, ...],
@@ -667,6 +671,7 @@ def ssh_cmd(opts: Options, node: str, command: tuple[str, ...]) -> None:
 @click.option("--on", "on", multiple=True, required=True, metavar="SEL", help="Nodes to roll back.")
 @click.option("--confirm-timeout", type=click.IntRange(5, 3600), default=30, show_default=True)
 @click.pass_obj
+@in_repo_lock
 def rollback_cmd(opts: Options, on: tuple[str, ...], confirm_timeout: int) -> None:
     """Switch nodes back to their previous system generation, with magic rollback.
 
@@ -722,7 +727,7 @@ def main() -> None:
     """Entry point: user errors become one message and an exit code, no traceback."""
     debug = "--debug" in sys.argv[1:]
     try:
-        code = cli.main(standalone_mode=False)  # returns the code of a ctx.exit() / Exit
+        code = cli.main(standalone_mode=False, prog_name="nix-infra")  # returns the code of a ctx.exit() / Exit
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except NixInfraError as exc:
