@@ -29,7 +29,7 @@ from hcloud.ssh_keys import SSHKey
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore, HostKey, NodeFacts, generate_host_key
 from nix_infra.hetzner.client import api_errors, wait_for
-from nix_infra.hetzner.model import Actual, Desired, Rule, read_actual
+from nix_infra.hetzner.model import Actual, ActualServer, Desired, Rule, read_actual
 from nix_infra.hetzner.plan import Change, Plan
 
 Progress = Callable[[str], None]
@@ -348,6 +348,31 @@ def complete_facts(facts: FactsStore, desired: Desired, actual: Actual, progress
     return unknown
 
 
+def _forget_destroyed(
+    client: Client,
+    cluster: str,
+    facts: FactsStore,
+    nodes: list[str] | None,
+    victims: list[ActualServer],
+    progress: Progress,
+) -> None:
+    """Forget the facts and host-key pins of nodes whose servers are gone, verified by reading
+    the project again: a node that still has a server keeps its pin."""
+    remaining = {s.node for s in read_actual(client, cluster).servers}
+    still = sorted(s.name for s in victims if s.node in remaining)
+    if still:
+        raise NixInfraError(
+            f"servers {', '.join(still)} were deleted but the project still lists them; "
+            "their facts are kept: run destroy again"
+        )
+    wanted = nodes if nodes is not None else facts.nodes()
+    for node in wanted:
+        if node in remaining or not facts.knows(node):
+            continue
+        facts.forget(node)
+        progress(f"- facts and pinned host key of {node}")
+
+
 def delete_firewall(client: Client, name: str, fid: int, progress: Progress) -> None:
     """Detach a firewall from everything it applies to, then delete it."""
     what = f"firewall {name}"
@@ -369,21 +394,25 @@ def delete_firewall(client: Client, name: str, fid: int, progress: Progress) -> 
     progress(f"- firewall {name}")
 
 
-def destroy(client: Client, cluster: str, nodes: list[str] | None, progress: Progress) -> list[str]:
+def destroy(
+    client: Client, cluster: str, nodes: list[str] | None, progress: Progress, facts: FactsStore | None = None
+) -> list[str]:
     """Delete the servers of `nodes` (by node label), or with None everything the cluster owns.
 
-    Returns the names of the deleted servers.
+    Once the project shows the servers gone, their nodes' facts and pinned host keys are
+    forgotten (with None: every node's). A re-run after a kill converges: a node whose server is
+    already gone but whose facts remain just has them removed. Returns the deleted servers' names.
     """
     actual = read_actual(client, cluster)
+    by_node = {s.node: s for s in actual.servers}
     if nodes is not None:
-        by_node = {s.node: s for s in actual.servers}
-        missing = [n for n in nodes if n not in by_node]
+        missing = [n for n in nodes if n not in by_node and not (facts is not None and facts.knows(n))]
         if missing:
             raise NixInfraError(
                 f"no server of cluster {cluster} carries node {', '.join(missing)}; "
                 f"its servers are: {', '.join(sorted(s.node or s.name for s in actual.servers)) or 'none'}"
             )
-        victims = [by_node[n] for n in nodes]
+        victims = [by_node[n] for n in nodes if n in by_node]
     else:
         victims = list(actual.servers)
     pending = []
@@ -393,6 +422,8 @@ def destroy(client: Client, cluster: str, nodes: list[str] | None, progress: Pro
     _wait_all(pending)
     for s in victims:
         progress(f"- server {s.name}")
+    if facts is not None:
+        _forget_destroyed(client, cluster, facts, nodes, victims, progress)
     if nodes is None:
         for f in actual.firewalls:
             delete_firewall(client, f.name, f.id, progress)
