@@ -439,6 +439,7 @@ def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console) -> No
 @click.option(
     "--no-seed", is_flag=True, help="Skip issuing certificates and seeding etcd (e.g. before the cluster has a PKI)."
 )
+@click.option("--break-lock", is_flag=True, help="Take over the cluster's deploy lock from a deploy known to be dead.")
 @click.pass_obj
 @in_repo_lock
 def deploy_cmd(
@@ -451,6 +452,7 @@ def deploy_cmd(
     activation_timeout: int,
     no_provision: bool,
     no_seed: bool,
+    break_lock: bool,
 ) -> None:
     """Provision, then build every system here, copy it, and activate it in waves.
 
@@ -478,6 +480,12 @@ def deploy_cmd(
     from nix_infra.cli_secrets import needed_secrets
 
     secrets = needed_secrets(opts, planned, [n.name for n in select(planned, on)])
+    # one deploy per cluster at a time (etcd), held until click closes this command's context
+    from nix_infra.deploylock import cluster_deploy_lock
+
+    click.get_current_context().with_resource(
+        cluster_deploy_lock(opts, planned, [n.name for n in select(planned, on)], "nix-infra deploy", break_lock)
+    )
     if not no_provision:
         client, desired = opts.hetzner(planned)
         actual, p = current_plan(client, desired)
