@@ -475,6 +475,8 @@ def main() -> None:
             else:
                 scenario = SCENARIOS[name]
                 total = count_points(scenario, manifest, work)
+                if total == 0:
+                    raise SystemExit(f"{name}: the command passed no step boundary; nothing to kill")
                 points = sample(total, ns.max_points) if ns.max_points else list(range(1, total + 1))
                 results = [run_point(scenario, manifest, work, p, s) for s in ns.signals.split(",") for p in points]
             for o in results:
