@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nix_infra.errors import NixInfraError
-from nix_infra.files import remove_stale_temp_files
+from nix_infra.files import remove_stale_temp_files, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ def repo_lock(repo: Path, command: str) -> Iterator[None]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         ignore = directory / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("*\n")  # the lock is this machine's business, never committed
+        if not ignore.is_file() or not ignore.read_bytes():  # also: one a kill left empty
+            write_atomically(ignore, b"*\n")  # the lock is this machine's business, never committed
     except OSError as exc:
         raise NixInfraError(f"{directory}: cannot create the run lock's directory ({exc.strerror})") from None
     path = lock_path(repo).resolve()

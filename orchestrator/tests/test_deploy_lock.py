@@ -132,3 +132,19 @@ def test_only_the_admin_reaches_the_lock_and_the_records(admin: Etcd, server: Et
             assert refused(node, "get", "/nix-infra/deploys/")
     finally:
         reset(admin)
+
+
+def test_held_for_a_click_command_it_records_the_commands_failure(admin: Etcd) -> None:
+    """deploy holds the lock as a resource of its click context: the context's exception reaches it."""
+    import click
+
+    @click.command()
+    def failing() -> None:
+        click.get_current_context().with_resource(deploy_lock(admin, holder(7), {}))
+        assert lock_value(admin) is not None
+        raise NixInfraError("deploy failed on worker001")
+
+    with pytest.raises(NixInfraError):
+        failing.main([], standalone_mode=False)
+    assert lock_value(admin) is None
+    assert [(r["pid"], r["result"]) for r in deploy_records(admin)] == [(7, "failed")]
