@@ -35,6 +35,7 @@ DEPLOY_LOCK_KEY = "/nix-infra/locks/deploy"
 DEPLOY_RECORDS = "/nix-infra/deploys/"
 LEASE_SECONDS = 60
 KEEP_RECORDS = 50
+LOCK_TIMEOUT = 5.0  # seconds etcd may take to answer; an unreachable etcd delays a deploy that long
 
 
 class DeployLocked(NixInfraError):
@@ -162,7 +163,13 @@ def cluster_deploy_lock(
     with ExitStack() as stack:
         try:
             etcd = stack.enter_context(
-                connect(repo, manifest, lambda node: ssh_target(manifest.nodes[node], facts, settings), opts.identity)
+                connect(
+                    repo,
+                    manifest,
+                    lambda node: ssh_target(manifest.nodes[node], facts, settings),
+                    opts.identity,
+                    timeout=LOCK_TIMEOUT,
+                )
             )
             stack.enter_context(
                 deploy_lock(etcd, me(command), describe_targets(nodes, opts.flake), break_lock=break_lock)

@@ -132,7 +132,9 @@ def _locked(directory: Path) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
     with _LOCK, open(directory / ".nix-infra.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        remove_stale_temp_files([directory])  # every writer here holds this lock: any temp file is litter
+        remove_stale_temp_files(
+            [directory], recursive=False
+        )  # every writer here holds this lock: any temp file is litter
         yield
 
 

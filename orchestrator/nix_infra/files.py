@@ -60,11 +60,14 @@ def is_temp_file(name: str) -> bool:
     return _LEGACY_TEMP.fullmatch(name) is not None
 
 
-def stale_temp_files(directories: Iterable[Path]) -> list[Path]:
-    """The temp files under `directories` (recursively): litter of writes that were cut off."""
+def stale_temp_files(directories: Iterable[Path], recursive: bool = True) -> list[Path]:
+    """The temp files in `directories` (and below, if `recursive`): litter of writes that were cut off."""
     found: list[Path] = []
     for directory in directories:
         if not directory.is_dir() or directory.is_symlink():
+            continue
+        if not recursive:
+            found.extend(p for p in directory.iterdir() if p.is_file() and is_temp_file(p.name))
             continue
         for root, dirs, names in os.walk(directory):
             dirs[:] = [d for d in dirs if not d.startswith(".git")]
@@ -72,11 +75,11 @@ def stale_temp_files(directories: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
-def remove_stale_temp_files(directories: Iterable[Path]) -> list[Path]:
-    """Delete the temp files under `directories`; only call it while holding the lock every writer
+def remove_stale_temp_files(directories: Iterable[Path], recursive: bool = True) -> list[Path]:
+    """Delete the temp files in `directories`; only call it while holding the lock every writer
     there holds (else a write in progress loses its temp file). Returns what was removed."""
     removed = []
-    for path in stale_temp_files(directories):
+    for path in stale_temp_files(directories, recursive):
         try:
             path.unlink()
         except FileNotFoundError:

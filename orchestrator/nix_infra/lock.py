@@ -156,13 +156,10 @@ def repo_lock(repo: Path, command: str) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
-# where the repo's files are written (write_atomically); every writer there holds the run lock
-REPO_STATE_DIRS = ("secrets", "pki", "facts")
-
-
 def _clean(repo: Path) -> None:
     """Remove what killed runs left: temp files of cut-off writes (old ciphertext among them)."""
-    removed = remove_stale_temp_files(repo / d for d in REPO_STATE_DIRS)
+    removed = remove_stale_temp_files([repo / "secrets", repo / "facts"], recursive=False)
+    removed += remove_stale_temp_files([repo / "pki"])  # pki/nodes/<node>/...
     if removed:
         log.warning(
             "removed %d temp file(s) left by an interrupted run: %s",
