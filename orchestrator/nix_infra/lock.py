@@ -158,7 +158,7 @@ def repo_lock(repo: Path, command: str) -> Iterator[None]:
 
 def _clean(repo: Path) -> None:
     """Remove what killed runs left: temp files of cut-off writes (old ciphertext among them)."""
-    removed = remove_stale_temp_files([repo / "secrets", repo / "facts"], recursive=False)
+    removed = remove_stale_temp_files([repo / "secrets", repo / "facts", repo / LOCK_DIR], recursive=False)
     removed += remove_stale_temp_files([repo / "pki"])  # pki/nodes/<node>/...
     if removed:
         log.warning(

@@ -39,6 +39,7 @@ from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
 from nix_infra.fake_hcloud import FakeHcloud
 from nix_infra.files import stale_temp_files
+from nix_infra.lock import repo_lock
 from nix_infra.manifest import parse_manifest
 from nix_infra.pki import Pki, wanted_certificates
 from nix_infra.secrets import SecretStore, recipient_count
@@ -135,6 +136,8 @@ def _base(tmp: Path, manifest: dict[str, Any], *, pki: bool = True, drop_recipie
     recipients = [str(keep_key.to_public())] + ([str(drop_key.to_public())] if drop_recipient else [])
     init_repo(root, "demo", recipients, None)
     issue_certificates(root, parse_manifest(manifest), lambda: load_identity(keep))
+    with repo_lock(root, "killpoints setup"):  # .nix-infra/ exists: the points are the command's own
+        pass
     return repo
 
 
