@@ -28,6 +28,7 @@ from nix_infra.deploy import (
     summary_rows,
 )
 from nix_infra.errors import NixInfraError
+from nix_infra.lock import in_repo_lock
 from nix_infra.manifest import DNS_LABEL_RULE, Manifest, Node, is_dns_label
 from nix_infra.operate import NodeStatus, desired_systems, node_status, run_everywhere
 from nix_infra.options import (
@@ -334,6 +335,7 @@ def plan_cmd(opts: Options) -> None:
 
 @cli.command("provision")
 @click.pass_obj
+@in_repo_lock
 def provision_cmd(opts: Options) -> None:
     """Create or update the cloud resources the manifest asks for.
 
@@ -416,6 +418,7 @@ def check_confirm_name(name: str) -> str:
     "goes (repeatable). Instead of typing it at the prompt.",
 )
 @click.pass_obj
+@in_repo_lock
 def destroy_cmd(
     opts: Options,
     nodes: tuple[str, ...],
@@ -462,7 +465,13 @@ def destroy_cmd(
     }
     pairs = [(ref.split("/")[0], ref.split("/")[1]) for ref in volumes]
     p = destroy_plan(
-        desired.cluster, read_actual(client, desired.cluster), None if all_ else list(nodes), pairs, stateful
+        desired.cluster,
+        read_actual(client, desired.cluster),
+        None if all_ else list(nodes),
+        pairs,
+        stateful,
+        # a node whose server is already gone but whose facts remain (a destroy killed in between)
+        known=opts.facts().nodes(),
     )
     if opts.json_output:
         click.echo(json.dumps({"plan": p.to_json()}, indent=2), err=True)
@@ -500,7 +509,9 @@ def destroy_cmd(
             typed_back(node, f"This destroys the data of node {node}")
     else:
         _confirm(opts, f"Delete the servers of {', '.join(nodes)} in cluster {desired.cluster}?")
-    deleted = apply_destroy(client, p, lambda m: console.print(m))
+    deleted = apply_destroy(
+        client, p, lambda m: console.print(m), facts=opts.facts(), nodes=None if all_ else list(nodes)
+    )
     gone = [c.name for c in p.of("delete", "volume")]
     if opts.json_output:
         click.echo(json.dumps({"deleted_servers": deleted, "deleted_volumes": gone, "all": all_}))
@@ -707,7 +718,9 @@ def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console, what:
 @click.option(
     "--no-seed", is_flag=True, help="Skip issuing certificates and seeding etcd (e.g. before the cluster has a PKI)."
 )
+@click.option("--break-lock", is_flag=True, help="Take over the cluster's deploy lock from a deploy known to be dead.")
 @click.pass_obj
+@in_repo_lock
 def deploy_cmd(
     opts: Options,
     on: tuple[str, ...],
@@ -718,6 +731,7 @@ def deploy_cmd(
     activation_timeout: int,
     no_provision: bool,
     no_seed: bool,
+    break_lock: bool,
 ) -> None:
     """Provision, then build every system here, copy it, and activate it in waves.
 
@@ -750,6 +764,12 @@ def deploy_cmd(
     if ask_first and no_provision:
         console.print(f"deploy to {len(targets)} node(s) of cluster {planned.cluster}: {', '.join(targets)}")
         _confirm(opts, "Deploy?")
+    # one deploy per cluster at a time (etcd), held until click closes this command's context
+    from nix_infra.deploylock import cluster_deploy_lock
+
+    click.get_current_context().with_resource(
+        cluster_deploy_lock(opts, planned, targets, "nix-infra deploy", break_lock)
+    )
     if not no_provision:
         client, desired = opts.hetzner(planned)
         actual, p = current_plan(client, desired)
@@ -1016,6 +1036,7 @@ def ssh_cmd(opts: Options, node: str, command: tuple[str, ...]) -> None:
 @click.option("--on", "on", multiple=True, required=True, metavar="SEL", help="Nodes to roll back.")
 @click.option("--confirm-timeout", type=click.IntRange(5, 3600), default=30, show_default=True)
 @click.pass_obj
+@in_repo_lock
 def rollback_cmd(opts: Options, on: tuple[str, ...], confirm_timeout: int) -> None:
     """Switch nodes back to their previous system generation, with magic rollback.
 
@@ -1098,7 +1119,7 @@ def main() -> None:
     debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
     as_json = _wants_json(args)
     try:
-        code = cli.main(standalone_mode=False)  # returns the code of a ctx.exit() / Exit
+        code = cli.main(standalone_mode=False, prog_name="nix-infra")  # returns the code of a ctx.exit() / Exit
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except NixInfraError as exc:

@@ -14,6 +14,7 @@ from nix_infra.controlplane import node_pki_credentials
 from nix_infra.delivery import DeliveryResult, check_node_names, deliver, node_values, pki_credential_names
 from nix_infra.deploy import ssh_target
 from nix_infra.errors import NixInfraError
+from nix_infra.lock import in_repo_lock, repo_lock
 from nix_infra.manifest import Manifest
 from nix_infra.options import (
     Options,
@@ -138,6 +139,7 @@ def secret_group() -> None:
 @click.option("--from-file", type=SafePath(path_type=Path, dir_okay=False), metavar="FILE", help="Read the value.")
 @click.option("--keep-newline", is_flag=True, help=KEEP_NEWLINE_HELP)
 @click.pass_obj
+@in_repo_lock
 def secret_set_cmd(opts: Options, name: str, from_file: Path | None, keep_newline: bool) -> None:
     """Store NAME's value (stdin, --from-file, or a hidden prompt), encrypted to every recipient.
 
@@ -215,6 +217,7 @@ def secret_list_cmd(opts: Options) -> None:
 @click.argument("name", callback=param(check_name))
 @click.option("--force", is_flag=True, help="Remove it even though the manifest still uses it.")
 @click.pass_obj
+@in_repo_lock
 def secret_rm_cmd(opts: Options, name: str, force: bool) -> None:
     """Remove a secret from the store (refused while the manifest still uses it, unless --force).
 
@@ -236,6 +239,7 @@ def secret_rm_cmd(opts: Options, name: str, force: bool) -> None:
 @click.option("--keep-newline", is_flag=True, help=KEEP_NEWLINE_HELP)
 @click.option("--deploy", "deploy_now", is_flag=True, help="Deliver it now and restart the units that load it.")
 @click.pass_obj
+@in_repo_lock
 def secret_rotate_cmd(opts: Options, name: str, from_file: Path | None, keep_newline: bool, deploy_now: bool) -> None:
     """Replace NAME's value; the next deploy delivers it (or now, with --deploy) and restarts its units.
 
@@ -283,6 +287,7 @@ def report(opts: Options, results: list[DeliveryResult]) -> None:
 
 @secret_group.command("rekey")
 @click.pass_obj
+@in_repo_lock
 def secret_rekey_cmd(opts: Options) -> None:
     """Re-encrypt every secret and PKI key to the current secrets/recipients.txt.
 
@@ -370,7 +375,8 @@ def action_cmd(
             exit_code=result.returncode,
         )
     output = result.stdout_bytes if keep_newline else strip_final_newline(result.stdout_bytes)
-    SecretStore(opts.repo_dir()).set(secret_name, output)
+    with repo_lock(opts.repo_dir(), "nix-infra action --store-as-secret"):  # only the store's write
+        SecretStore(opts.repo_dir()).set(secret_name, output)
     click.echo(f"stored the output of {app}/{action} as secrets/{secret_name}.age ({shlex.quote(node)})", err=True)
     if opts.json_output:
         click.echo(json.dumps({"stored": f"secrets/{secret_name}.age", "node": node, "app": app, "action": action}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ import click
 from nix_infra.controlplane import DirectEndpoint, connect, init_repo, issue_certificates
 from nix_infra.deploy import ssh_target
 from nix_infra.errors import NixInfraError
+from nix_infra.lock import in_repo_lock, locked, repo_lock
 from nix_infra.options import (
     Options,
     SafePath,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # grpc (via the etcd client) loads only for the etcd commands
     "Default: the public key of your identity.",
 )
 @click.pass_obj
+@locked(lambda opts, **kw: init_directory(opts, kw["directory"]))
 def init_cmd(opts: Options, directory: Path | None, cluster: str | None, recipients: tuple[str, ...]) -> None:
     """Create the cluster repo's state: recipients, facts/, the cluster CA.
 
@@ -135,6 +137,7 @@ def pki_status_cmd(opts: Options) -> None:
 
 @pki_group.command("issue")
 @click.pass_obj
+@in_repo_lock
 def pki_issue_cmd(opts: Options) -> None:
     """Issue every certificate that is missing, expires within 30 days or names the wrong addresses.
 
@@ -299,7 +302,7 @@ def etcd_seed_cmd(opts: Options, dry_run: bool) -> None:
     from nix_infra.controlplane import seed_control_plane
 
     manifest = opts.load_manifest()
-    with _etcd(opts) as etcd:
+    with nullcontext() if dry_run else repo_lock(opts.repo_dir(), "nix-infra etcd seed"), _etcd(opts) as etcd:
         seeded = seed_control_plane(etcd, manifest, dry_run=dry_run)
     print_seed(opts, seeded, dry_run)
 
@@ -327,6 +330,7 @@ def etcd_get_cmd(opts: Options, prefix: str) -> None:
 @click.argument("value")
 @click.option("--force", is_flag=True, help="Also change an instance key (it keeps its lease).")
 @click.pass_obj
+@in_repo_lock
 def etcd_put_cmd(opts: Options, key: str, value: str, force: bool) -> None:
     """Set KEY to VALUE ('-' reads the value from stdin). JSON values are stored canonically.
 
@@ -358,6 +362,7 @@ def etcd_put_cmd(opts: Options, key: str, value: str, force: bool) -> None:
 @click.option("--prefix", is_flag=True, help="Delete every key that starts with KEY.")
 @click.option("--force", is_flag=True, help="Also delete instance keys.")
 @click.pass_obj
+@in_repo_lock
 def etcd_del_cmd(opts: Options, key: str, prefix: bool, force: bool) -> None:
     """Delete KEY (or, with --prefix, every key under it); prints how many were deleted.
 

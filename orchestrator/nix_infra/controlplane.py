@@ -69,8 +69,10 @@ def init_repo(
         kept.append("facts/")
     else:
         facts.mkdir(parents=True)
-        (facts / ".gitignore").write_text(".nix-infra.lock\n")
         created.append("facts/")
+    ignore = facts / ".gitignore"
+    if not ignore.is_file() or not ignore.read_bytes():  # also: an init killed between mkdir and write
+        write_atomically(ignore, b".nix-infra.lock\n")
     pki = Pki(repo)
     if pki.create_ca(cluster, load_recipients(repo)):
         created += ["pki/ca.crt", "pki/ca.key.age"]

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nix_infra.errors import NixInfraError
-from nix_infra.files import write_atomically
+from nix_infra.files import remove_stale_temp_files, write_atomically
 from nix_infra.manifest import DNS_LABEL_RULE, IPV4, is_dns_label, parse_json
 
 MARK = "nix-infra:"
@@ -182,6 +182,9 @@ def _locked(directory: Path) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
     with _LOCK, open(directory / ".nix-infra.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        remove_stale_temp_files(
+            [directory], recursive=False
+        )  # every writer here holds this lock: any temp file is litter
         yield
 
 
@@ -246,6 +249,20 @@ class FactsStore:
             key = " ".join(public_key.split()[:2])
             kept.append(f"{','.join(hosts)} {key} {MARK}{node}")
         write_atomically(self.known_hosts, ("\n".join(sorted(kept)) + "\n").encode())
+
+    def nodes(self) -> list[str]:
+        """Every node with a facts file or a known_hosts pin."""
+        found = {p.stem for p in self.directory.glob("*.json") if is_dns_label(p.stem)}
+        if self.known_hosts.exists():
+            for line in self.known_hosts.read_text().splitlines():
+                mark = line.rsplit(" ", 1)[-1]
+                if mark.startswith(MARK) and is_dns_label(mark.removeprefix(MARK)):
+                    found.add(mark.removeprefix(MARK))
+        return sorted(found)
+
+    def knows(self, node: str) -> bool:
+        """Whether anything of `node` is recorded: its facts file or its pinned host key."""
+        return node in self.nodes()
 
     def forget(self, node: str) -> None:
         with _locked(self.directory):

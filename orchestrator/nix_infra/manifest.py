@@ -187,7 +187,7 @@ LOCATION_ZONES = {
     "ash": "us-east",
     "hil": "us-west",
     "sin": "ap-southeast",
-}  # noqa: E501
+}
 ZONES = ("eu-central", "us-east", "us-west", "ap-southeast")
 GROUPS = ("frontends", "backends", "services")
 MAX_MANIFEST_BYTES = 64 << 20  # a 1000-node manifest is a few MiB
@@ -602,7 +602,7 @@ def _consistent(
         if ip not in net or ip in (net.network_address, net.network_address + 1, net.broadcast_address):
             f.at("privateIp").fail(
                 f"an address inside the network {network.ip_range} (not its network, gateway or broadcast address)"
-            )  # noqa: E501
+            )
         if LOCATION_ZONES[node.location] != network.zone:
             f.at("location").fail(f"a location in the network's zone {network.zone}")
         if node.wave != wave_of.get(name):

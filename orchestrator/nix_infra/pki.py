@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -192,8 +193,13 @@ class Pki:
         cert = self._load(path)
         if cert.not_valid_after_utc - now < RENEW_BEFORE:
             return CertState(spec, f"expires {cert.not_valid_after_utc:%Y-%m-%d}")
-        if cert.issuer != self.ca_certificate().subject:
+        ca = self.ca_certificate()
+        if cert.issuer != ca.subject:
             return CertState(spec, "issued by another CA")
+        try:  # a CA made again (same name, new key) must not keep the old one's certificates
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            return CertState(spec, "not signed by the current CA")
         if _cert_sans(cert) != _sans(spec):
             return CertState(spec, "names or addresses changed")
         cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)

@@ -225,3 +225,19 @@ def test_cli_init_and_pki(
     (repo / "pki/admin.crt").unlink()
     code, _, err = run_cli(capsys, "--manifest", str(manifest), "pki", "issue")
     assert code == 1 and "identity" in err and "nope" in err and "Traceback" not in err
+
+
+def test_a_ca_made_again_under_the_same_name_gets_every_certificate_issued_again(
+    issued: tuple[Path, Identity, dict[str, Any]],
+) -> None:
+    """Same subject, new key: the old certificates no longer verify, so they are not "ok"."""
+    repo, identity, manifest = issued
+    pki = Pki(repo)
+    pki.ca_path.unlink()
+    pki.key_path("ca").unlink()
+    recipients = parse_recipients((repo / "secrets/recipients.txt").read_text(), "r")
+    assert pki.create_ca(parse_manifest(manifest).cluster, recipients)
+    reasons = dict(issue_certificates(repo, parse_manifest(manifest), lambda: identity))
+    assert set(reasons.values()) == {"not signed by the current CA"} and len(reasons) == 5
+    for name in reasons:
+        cert(repo, name).verify_directly_issued_by(cert(repo, "ca"))

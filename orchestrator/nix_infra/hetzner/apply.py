@@ -461,6 +461,32 @@ def complete_facts(facts: FactsStore, desired: Desired, actual: Actual, progress
     return unknown
 
 
+def _forget_destroyed(
+    client: Client,
+    cluster: str,
+    facts: FactsStore,
+    nodes: list[str] | None,
+    victims: list[tuple[str, str]],
+    progress: Progress,
+) -> None:
+    """Forget the facts and host-key pins of nodes whose servers are gone, verified by reading
+    the project again: a node that still has a server keeps its pin. `victims`: the deleted
+    servers as (server name, node)."""
+    remaining = {s.node for s in read_actual(client, cluster).servers}
+    still = sorted(name for name, node in victims if node in remaining)
+    if still:
+        raise NixInfraError(
+            f"servers {', '.join(still)} were deleted but the project still lists them; "
+            "their facts are kept: run destroy again"
+        )
+    wanted = nodes if nodes is not None else facts.nodes()
+    for node in wanted:
+        if node in remaining or not facts.knows(node):
+            continue
+        facts.forget(node)
+        progress(f"- facts and pinned host key of {node}")
+
+
 def delete_firewall(client: Client, name: str, fid: int, progress: Progress) -> None:
     """Detach a firewall from everything it applies to, then delete it."""
     what = f"firewall {name}"
@@ -482,10 +508,18 @@ def delete_firewall(client: Client, name: str, fid: int, progress: Progress) -> 
     progress(f"- firewall {name}")
 
 
-def apply_destroy(client: Client, plan: Plan, progress: Progress) -> list[str]:
+def apply_destroy(
+    client: Client,
+    plan: Plan,
+    progress: Progress,
+    facts: FactsStore | None = None,
+    nodes: list[str] | None = None,
+) -> list[str]:
     """Carry out a destroy plan (plan.destroy_plan): protection off, then servers (their volumes
     are detached by Hetzner and kept), then volumes (detached, deleted), then with --all the rest.
-    Resumable: a re-run plans from what is left. Returns the names of the deleted servers."""
+    With `facts`, once the project no longer lists the deleted servers, the facts and pinned host
+    keys of `nodes` (None: every node) whose servers are gone are forgotten. Resumable: a re-run
+    plans from what is left. Returns the names of the deleted servers."""
     if plan.problems:
         raise problems_error(plan)
     servers = plan.of("delete", "server")
@@ -512,6 +546,10 @@ def apply_destroy(client: Client, plan: Plan, progress: Progress) -> list[str]:
     _wait_all(pending)
     for c in servers:
         progress(f"- server {c.name}")
+    if facts is not None:
+        _forget_destroyed(
+            client, plan.cluster, facts, nodes, [(c.name, str(c.fields.get("node"))) for c in servers], progress
+        )
     detach = []
     for c in volumes:
         with api_errors(f"volume {c.name}"):

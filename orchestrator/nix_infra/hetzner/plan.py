@@ -28,7 +28,7 @@ Rules:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -407,6 +407,7 @@ def destroy_plan(
     nodes: list[str] | None,
     volumes: list[tuple[str, str]],
     stateful: Mapping[str, str],
+    known: Collection[str] = (),
 ) -> Plan:
     """What `destroy` deletes: the servers of `nodes` (None: everything the cluster owns, volumes
     included) and the `volumes` named (node, volume). `stateful` maps a node to why the
@@ -417,7 +418,7 @@ def destroy_plan(
     by_node = {s.node: s for s in actual.servers}
     victims = list(actual.servers) if nodes is None else [by_node[n] for n in nodes if n in by_node]
     for n in nodes or []:
-        if n not in by_node:
+        if n not in by_node and n not in known:  # known: facts remain, apply_destroy forgets them
             problems.append(
                 Problem(
                     "server",
