@@ -67,7 +67,11 @@ def test_a_second_state_changing_command_is_refused_naming_the_holder(
     repo, proc = holder
     monkeypatch.chdir(repo)
     monkeypatch.setenv("HCLOUD_TOKEN", "unused")
-    for args in (["--manifest", "m.json", "--yes", "provision"], ["secret", "rekey"], ["init", "."]):
+    for args in (
+        ["--manifest", "m.json", "--yes", "provision"],
+        ["secret", "rekey"],
+        ["--manifest", "m.json", "init", "."],
+    ):
         code, _, err = cli(capsys, *args)
         assert code == 1, args
         assert f"pid {proc.pid}" in err and "`nix-infra provision`" in err and "since 20" in err, err
