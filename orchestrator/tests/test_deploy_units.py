@@ -186,14 +186,22 @@ def test_concurrent_pins_lose_nothing(tmp_path: Path) -> None:
 def manifest(example_manifest: dict[str, Any]) -> Any:
     data = json.loads(json.dumps(example_manifest))
     base = data["nodes"]["worker001"]
-    for name, labels in [("worker002", {"tier": "web"}), ("worker003", {}), ("ctrl002", {}), ("ctrl003", {})]:
+    for i, (name, labels) in enumerate(
+        [("worker002", {"tier": "web"}), ("worker003", {}), ("ctrl002", {}), ("ctrl003", {})], start=2
+    ):
+        kind = "ctrl" if name.startswith("ctrl") else "worker"
         data["nodes"][name] = {
             **base,
             "name": name,
-            "labels": {**base["labels"], **labels},
-            "type": "ctrl" if name.startswith("ctrl") else "worker",
+            "system": f"nixosConfigurations.{name}",
+            "privateIp": f"10.10.200.{i}",
+            "labels": {**base["labels"], **labels, "nix-infra/node": name, "nix-infra/type": kind},
+            "type": kind,
         }
     data["waves"] = [["ctrl001"], ["ctrl002"], ["ctrl003"], ["worker001", "worker002", "worker003"]]
+    for wave, names in enumerate(data["waves"]):
+        for name in names:
+            data["nodes"][name]["wave"] = wave
     return parse_manifest(data)
 
 

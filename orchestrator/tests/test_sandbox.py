@@ -144,6 +144,7 @@ def small_repo(root: Path) -> Path:
     repo.mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(repo / "key")], check=True)
     (repo / "cluster.nix").write_text(SPEC % (repo / "key.pub").read_text().strip())
+    (repo / "flake.nix").write_text("{ outputs = _: { }; }\n")  # a cluster repo is a flake's root
     return repo
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import secrets
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nix_infra.errors import NixInfraError
+from nix_infra.lock import LOCK_DIR, LOCK_FILE, repo_lock
 from nix_infra.sandbox.daemon import free_port
 from nix_infra.sandbox.fleet import install_stand_ins, kill_namespace, write_cluster_flake
 from nix_infra.sandbox.state import (
@@ -100,16 +100,13 @@ def up(
     """Start the repo's sandbox (or report the one that runs); idempotent."""
     repo = repo.resolve()
     _check_repo(repo)
-    with repo_lock(repo):
-        return _up(repo, identity_path, identity, ssh_key, say)
-
-
-@contextmanager
-def repo_lock(repo: Path) -> Iterator[None]:
-    """One `sandbox up`/`down` at a time per repo (a second waits): never two background processes."""
-    with (repo / "cluster.nix").open("rb") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        yield
+    # one state-changing command at a time per repo: never two background processes
+    with repo_lock(repo, "nix-infra sandbox up"):
+        try:
+            return _up(repo, identity_path, identity, ssh_key, say)
+        except BaseException:
+            _remove_lock_dir(repo)  # a failed start leaves nothing behind (only if nothing else is there)
+            raise
 
 
 def _up(
@@ -222,9 +219,20 @@ def down(repo: Path, say: Say) -> list[str]:
     """Stop everything the repo's sandbox started and remove its state; what it stopped."""
     repo = repo.resolve()
     if (repo / "cluster.nix").is_file():
-        with repo_lock(repo):
-            return _down(repo, say)
+        with repo_lock(repo, "nix-infra sandbox down"):
+            stopped = _down(repo, say)
+            _remove_lock_dir(repo)  # held here: nobody else is inside it
+            return stopped
     return _down(repo, say)
+
+
+def _remove_lock_dir(repo: Path) -> None:
+    """`.nix-infra/` when it only holds the run lock's own files: down leaves nothing on disk."""
+    directory = repo / LOCK_DIR
+    if directory.is_dir() and {p.name for p in directory.iterdir()} <= {LOCK_FILE, ".gitignore"}:
+        for name in (LOCK_FILE, ".gitignore"):
+            (directory / name).unlink(missing_ok=True)
+        directory.rmdir()
 
 
 def _down(repo: Path, say: Say) -> list[str]:
