@@ -43,8 +43,21 @@ class Recipient:
     source: str
 
 
+def _what(text: str) -> str:
+    """What to say about a line that is not a recipient, without repeating it: it may be a
+    private key pasted by mistake, or carry terminal control sequences."""
+    if "AGE-SECRET-KEY-" in text.upper() or "PRIVATE KEY" in text.upper():
+        return "this line is a PRIVATE key: remove it from the file (and treat that key as exposed)"
+    token = text.split()[0] if text.split() else ""
+    if token.isascii() and token.isprintable() and len(token) <= 32:
+        return f"a line starting with {token!r}"
+    return "a line that is not printable text"
+
+
 def parse_recipient(text: str, source: str) -> Recipient:
-    """One public key: `age1...` or an OpenSSH `ssh-ed25519`/`ssh-rsa` line (comment allowed)."""
+    """One public key: `age1...` or an OpenSSH `ssh-ed25519`/`ssh-rsa` line (comment allowed).
+
+    Errors never repeat the line (it may be a private key pasted by mistake)."""
     try:
         if text.startswith("age1"):
             return Recipient(text, x25519.Recipient.from_str(text), source)
@@ -52,9 +65,9 @@ def parse_recipient(text: str, source: str) -> Recipient:
             key_text = " ".join(text.split()[:2])  # pyrage rejects the trailing comment
             return Recipient(key_text, ssh.Recipient.from_str(key_text), source)
     except pyrage.RecipientError as e:
-        raise NixInfraError(f"{source}: not a valid public key ({e}): {text[:40]}...") from None
+        raise NixInfraError(f"{source}: not a valid public key ({e}): {_what(text)}") from None
     raise NixInfraError(
-        f"{source}: {text[:40]!r} is not a recipient; allowed: an age public key (age1...) "
+        f"{source}: {_what(text)} is not a recipient; allowed: an age public key (age1...) "
         "or an SSH public key (ssh-ed25519 ... / ssh-rsa ...)"
     )
 

@@ -196,6 +196,11 @@ def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, rebo
         env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
         # intent first: the new key is pinned next to the bootstrap one before anything can use it
         facts.write(replace(known, pending_host_key=final.public))
-        run(nixos_anywhere_argv(flake, node, target, extra), env=env, what=f"{node}: installing NixOS (nixos-anywhere)")
+        run(
+            nixos_anywhere_argv(flake, node, target, extra),
+            env=env,
+            what=f"{node}: installing NixOS (nixos-anywhere)",
+            stream=f"{node}: nixos-anywhere",
+        )
     facts.write(replace(known, host_key=final.public, installed=True, pending_host_key=None))
     wait_reachable(target, reboot_timeout)

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -1102,8 +1103,20 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in words
 
 
+def _printable(message: str) -> str:
+    """The message with C0/C1 control characters (but newline and tab) and bidi overrides escaped:
+    values from repo files and manifests reach it, and a terminal would obey them."""
+    return "".join(
+        c
+        if c in "\n\t" or not (unicodedata.category(c) in ("Cc", "Cf") or "\u2066" <= c <= "\u2069")
+        else c.encode("unicode_escape").decode("ascii")
+        for c in message
+    )
+
+
 def _fail(message: str, code: int, as_json: bool) -> NoReturn:
     """The error as text on stderr, and with --json also as the one JSON document on stdout."""
+    message = _printable(message)
     click.secho(f"error: {message}" if code != EXIT_INTERRUPTED else message, fg="red", err=True)
     if as_json:
         click.echo(json.dumps({"error": {"message": message, "exit_code": code}}))

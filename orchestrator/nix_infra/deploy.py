@@ -230,7 +230,7 @@ class Deployer:
     def build(self, nodes: Sequence[Node]) -> dict[str, str]:
         self.emit("phase", phase="build", nodes=[n.name for n in nodes])
         argv = build_argv(self.options.flake, [n.system for n in nodes])
-        result = run(argv, what=f"building {len(nodes)} system(s)")
+        result = run(argv, what=f"building {len(nodes)} system(s)", stream="nix build")
         paths = parse_build_output(result.stdout, len(nodes))
         return {n.name: p for n, p in zip(nodes, paths, strict=True)}
 
@@ -243,7 +243,7 @@ class Deployer:
             self._check_cancel()
             self.emit("phase", target.node, phase="copy", attempt=attempt)
             self.inflight[target.node] = "copying its new system was interrupted; nothing was activated there"
-            result = run(argv, env=env, check=False, what=f"{target.node}: nix copy")
+            result = run(argv, env=env, check=False, what=f"{target.node}: nix copy", stream=f"{target.node}: nix copy")
             self._check_cancel()
             del self.inflight[target.node]
             if result.returncode == 0:

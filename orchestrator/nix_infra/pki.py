@@ -225,6 +225,7 @@ class Pki:
         ca_key = serialization.load_pem_private_key(identity.decrypt_file(self.key_path("ca")), password=None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
             raise NixInfraError(f"{self.key_path('ca')}: not an EC private key")
+        check_ca_pair(ca_cert, ca_key, self.ca_path, self.key_path("ca"))
         for item in todo:
             key, cert = _leaf(item.spec, ca_cert, ca_key, now or _now())
             write_encrypted(self.key_path(item.spec.name), _key_pem(key), recipients)
@@ -240,6 +241,24 @@ class Pki:
     def private_key_pem(self, name: str, identity: Identity) -> bytes:
         """A private key, decrypted into memory."""
         return identity.decrypt_file(self.key_path(name))
+
+
+def check_ca_pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path) -> None:
+    """The CA certificate is the CA key's: same public key, self-signed, a CA. Otherwise every
+    certificate issued would name an issuer that did not sign it (etcd TLS would break on every
+    node at the next delivery). Raises NixInfraError naming both files."""
+    same_key = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not same_key or cert.issuer != cert.subject or not is_ca:
+        raise NixInfraError(
+            f"{cert_path} is not the certificate of the CA key {key_path} (a different key, not "
+            "self-signed, or not a CA): restore the CA certificate that belongs to the key; nothing was issued"
+        )
 
 
 def _key_usage(ca: bool) -> x509.KeyUsage:

@@ -734,3 +734,51 @@ def test_the_loader_refuses_units_lib_refuses(example_manifest: dict[str, Any], 
     m["apps"]["api"]["unit"] = unit
     with pytest.raises(NixInfraError, match=r"apps\.api\.unit"):
         parse_manifest(m)
+
+
+def test_a_ca_certificate_that_is_not_the_ca_keys_issues_nothing(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # review finding: a replaced pki/ca.crt was accepted and every certificate issued named an
+    # issuer that did not sign it (etcd TLS would break on every node at the next delivery)
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    assert cli(capsys, *M, "init", "--cluster", "demo")[0] == 0
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "impostor CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (repo / "pki/ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    code, _, err = cli(capsys, *M, "pki", "issue")
+    assert code == 1 and "pki/ca.crt is not the certificate of the CA key" in err
+    assert not (repo / "pki/nodes").exists()
+
+
+def test_a_private_key_in_recipients_is_never_echoed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # review finding: part of a pasted age private key was printed in the error
+    secret = "AGE-SECRET-KEY-1W4RJHSND4L9T4G0R72CS23MZQ8XH5WPJDZJ5N6E0H0KQXN7KQ3QSK9ZCUA"
+    (repo / "secrets/recipients.txt").write_text(f"{secret}\n")
+    code, _, err = cli(capsys, *M, "secret", "set", "t", "--from-file", str(repo / "secrets/recipients.txt"))
+    assert code != 0 and "PRIVATE key" in err
+    assert "W4RJHSND" not in err and "AGE-SECRET-KEY-1" not in err
+
+
+def test_control_sequences_from_a_manifest_are_escaped_in_errors(
+    repo: Path, capsys: pytest.CaptureFixture[str], example_manifest: dict[str, Any]
+) -> None:
+    # review finding: a field named "\x1b[2J\x1b]0;pwned\x07" cleared the screen and set the title
+    m = copy.deepcopy(example_manifest)
+    m["nodes"]["worker001"]["\x1b[2J\x1b]0;pwned\x07"] = 1
+    (repo / "manifest.json").write_text(json.dumps(m))
+    code, _, err = cli(capsys, *M, "pki", "issue")
+    assert code == 1
+    assert "\x1b" not in err and "\x07" not in err and "\\x1b" in err
