@@ -77,7 +77,7 @@ def test_init_with_an_ssh_identity_and_explicit_recipients(tmp_path: Path) -> No
 
 def test_init_refuses_a_bad_recipient_and_writes_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    with pytest.raises(NixInfraError, match="--recipient:1: 'ssh-dss AAAA' is not a recipient"):
+    with pytest.raises(NixInfraError, match="--recipient:1: a line starting with 'ssh-dss' is not a recipient"):
         init_repo(repo, "demo", ["ssh-dss AAAA"], None)
     assert not repo.exists() or repo_files(repo) == {}
 
