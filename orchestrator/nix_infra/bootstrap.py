@@ -146,12 +146,28 @@ def wait_reachable(target: SshTarget, timeout: float, interval: float = 2.0) -> 
     raise NixInfraError(f"{target.node}: not reachable {timeout:.0f} s after installing NixOS: {last}")
 
 
+HOST_KEY_REFUSED = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED", "host key is known")
+
+
 def answers_with(target: SshTarget, public_key: str, workdir: Path) -> bool:
-    """Whether the node answers over SSH with exactly this host key (a known_hosts of its own)."""
+    """Whether the node answers over SSH with exactly this host key (a known_hosts of its own).
+
+    False only when ssh refused the node's host key; any other failure (login refused,
+    unreachable) is not an answer about the key and raises NixInfraError with ssh's reason,
+    so a login problem is never taken for a changed host key."""
     host = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
     known = workdir / "known_hosts.pending"
     known.write_text(f"{host} {' '.join(public_key.split()[:2])}\n")
-    return run_remote(replace(target, known_hosts=known), ["true"], check=False, timeout=60).returncode == 0
+    result = run_remote(replace(target, known_hosts=known), ["true"], check=False, timeout=60)
+    if result.returncode == 0:
+        return True
+    if any(marker in result.stderr for marker in HOST_KEY_REFUSED):
+        return False
+    reason = " / ".join(line.strip() for line in result.stderr.strip().splitlines()[-3:]) or f"exit {result.returncode}"
+    raise NixInfraError(
+        f"{target.node}: cannot tell which host key it answers with: ssh failed for another reason "
+        f"({reason}); check that it is reachable and that your key may log in (--ssh-key, provider.sshKeys)"
+    )
 
 
 def resume(node: str, target: SshTarget, facts: FactsStore, known: NodeFacts) -> bool:
