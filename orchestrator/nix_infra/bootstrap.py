@@ -188,6 +188,33 @@ def resume(node: str, target: SshTarget, facts: FactsStore, known: NodeFacts) ->
     )
 
 
+# disko formats nixInfra.hetzner.disk (default /dev/sda): never let that be an attached Hetzner
+# volume (a re-created stateful node gets its volume attached before the install)
+DISK_CHECK = r"""
+disk=$(readlink -f /dev/sda) || exit 0
+for link in /dev/disk/by-id/scsi-0HC_Volume_*; do
+  [ -e "$link" ] || continue
+  if [ "$(readlink -f "$link")" = "$disk" ]; then echo "$link"; exit 3; fi
+done
+exit 0
+"""
+
+
+def check_install_disk(node: str, target: SshTarget) -> None:
+    """Refuse to install when the disk disko formats (/dev/sda) is a Hetzner volume, naming it."""
+    result = run_remote(target, ["/bin/sh", "-c", DISK_CHECK], check=False, timeout=60)
+    if result.returncode == 3:
+        raise NixInfraError(
+            f"{node}: /dev/sda is the Hetzner volume {result.stdout.strip()}, not the server's own disk; "
+            "the install would format it. Detach the volume (it is attached again after the install) and "
+            "run deploy again; nothing was written"
+        )
+    if result.returncode != 0:
+        raise NixInfraError(
+            f"{node}: checking the install disk failed (exit {result.returncode}): {result.stderr.strip()[-300:]}"
+        )
+
+
 def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, reboot_timeout: float = 600.0) -> None:
     """Install NixOS on a fresh server and pin its final host key."""
     known = facts.read(node)
@@ -200,6 +227,7 @@ def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, rebo
         if resume(node, target, facts, known):
             return
         known = replace(known, pending_host_key=None)
+    check_install_disk(node, target)
     final = generate_host_key()
     with _secret_dir() as workdir:
         extra = workdir / "extra-files"
