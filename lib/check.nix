@@ -192,6 +192,7 @@ rec {
     builtins.isString s
     && builtins.stringLength s <= 255
     && builtins.match "(/[A-Za-z0-9_][A-Za-z0-9._-]*)+" s != null
+    && builtins.any (r: builtins.substring 0 (builtins.stringLength r + 1) s == "${r}/" || (s == r && r != "/var/lib")) c.mountRoots
     && !(builtins.any (r: s == r || builtins.substring 0 (builtins.stringLength r + 1) s == "${r}/") c.forbiddenMountRoots);
 
   /**

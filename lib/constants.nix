@@ -128,7 +128,14 @@
   # default), and the directories a mountpoint may be neither equal to nor
   # under (the system's own; a volume mounted there would hide it).
   volumeFilesystems = [ "ext4" "xfs" ];
-  forbiddenMountRoots = [ "/nix" "/boot" "/etc" "/run" "/proc" "/sys" "/dev" "/tmp" ];
+  # A volume is mounted at or below one of these (an allowlist: a blank volume mounted over
+  # /usr, /var/run (= /run) or /var/lib/systemd would hide what the node runs on; /var/lib
+  # itself only below it) and never at or below a platform directory.
+  mountRoots = [ "/var/lib" "/srv" "/data" "/mnt" ];
+  forbiddenMountRoots = [
+    "/nix" "/boot" "/etc" "/run" "/proc" "/sys" "/dev" "/tmp"
+    "/var/lib/nix-infra" "/var/lib/systemd" "/var/lib/nixos" "/var/lib/private" "/var/lib/containers"
+  ];
 
   # An app whose unit matches this keeps data on its node even without a
   # volume (PostgreSQL, Redis/Valkey servers): its node is stateful.

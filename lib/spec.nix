@@ -120,7 +120,7 @@ let
           if check.isMountpoint x then
             [ ]
           else
-            [ "${path}.mountpoint: ${show x} is not allowed; expected a normalised absolute path such as \"/var/lib/postgresql\" ('/'-separated components of letters, digits, '.', '_', '-', not starting with '.' or '-'; no trailing '/'; at most 255 characters), not \"/\" and not ${showList c.forbiddenMountRoots} or under them" ]
+            [ "${path}.mountpoint: ${show x} is not allowed; expected a normalised absolute path such as \"/var/lib/postgresql\" ('/'-separated components of letters, digits, '.', '_', '-', not starting with '.' or '-'; no trailing '/'; at most 255 characters), below ${showList c.mountRoots} (or /srv, /data, /mnt themselves), not ${showList c.forbiddenMountRoots} or under them" ]
         )
         ++ opt v "filesystem" (enumErr "${path}.filesystem" c.volumeFilesystems)
     );

@@ -137,4 +137,9 @@ in
     spec = (withNodes { w2 = worker // { volumes.data = { size = 10; mountpoint = "/srv/data"; }; }; }) // { apps.api = example.apps.api // { nodes = [ "w2" "worker001" ]; volume = "data"; }; };
     field = "apps.api.volume";
   };
+  volumeAtVarRun = { spec = withNodes { w2 = worker // { volumes.d = { size = 10; mountpoint = "/var/run"; }; }; }; field = "nodes.w2.volumes.d.mountpoint"; };
+  volumeOverSystemdState = { spec = withNodes { w2 = worker // { volumes.d = { size = 10; mountpoint = "/var/lib/systemd"; }; }; }; field = "nodes.w2.volumes.d.mountpoint"; };
+  volumeOverCredentials = { spec = withNodes { w2 = worker // { volumes.d = { size = 10; mountpoint = "/var/lib/nix-infra/x"; }; }; }; field = "nodes.w2.volumes.d.mountpoint"; };
+  volumeAtUsr = { spec = withNodes { w2 = worker // { volumes.d = { size = 10; mountpoint = "/usr"; }; }; }; field = "nodes.w2.volumes.d.mountpoint"; };
+  volumeAtVarLib = { spec = withNodes { w2 = worker // { volumes.d = { size = 10; mountpoint = "/var/lib"; }; }; }; field = "nodes.w2.volumes.d.mountpoint"; };
 }

@@ -146,12 +146,28 @@ def wait_reachable(target: SshTarget, timeout: float, interval: float = 2.0) -> 
     raise NixInfraError(f"{target.node}: not reachable {timeout:.0f} s after installing NixOS: {last}")
 
 
+HOST_KEY_REFUSED = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED", "host key is known")
+
+
 def answers_with(target: SshTarget, public_key: str, workdir: Path) -> bool:
-    """Whether the node answers over SSH with exactly this host key (a known_hosts of its own)."""
+    """Whether the node answers over SSH with exactly this host key (a known_hosts of its own).
+
+    False only when ssh refused the node's host key; any other failure (login refused,
+    unreachable) is not an answer about the key and raises NixInfraError with ssh's reason,
+    so a login problem is never taken for a changed host key."""
     host = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
     known = workdir / "known_hosts.pending"
     known.write_text(f"{host} {' '.join(public_key.split()[:2])}\n")
-    return run_remote(replace(target, known_hosts=known), ["true"], check=False, timeout=60).returncode == 0
+    result = run_remote(replace(target, known_hosts=known), ["true"], check=False, timeout=60)
+    if result.returncode == 0:
+        return True
+    if any(marker in result.stderr for marker in HOST_KEY_REFUSED):
+        return False
+    reason = " / ".join(line.strip() for line in result.stderr.strip().splitlines()[-3:]) or f"exit {result.returncode}"
+    raise NixInfraError(
+        f"{target.node}: cannot tell which host key it answers with: ssh failed for another reason "
+        f"({reason}); check that it is reachable and that your key may log in (--ssh-key, provider.sshKeys)"
+    )
 
 
 def resume(node: str, target: SshTarget, facts: FactsStore, known: NodeFacts) -> bool:
@@ -172,6 +188,33 @@ def resume(node: str, target: SshTarget, facts: FactsStore, known: NodeFacts) ->
     )
 
 
+# disko formats nixInfra.hetzner.disk (default /dev/sda): never let that be an attached Hetzner
+# volume (a re-created stateful node gets its volume attached before the install)
+DISK_CHECK = r"""
+disk=$(readlink -f /dev/sda) || exit 0
+for link in /dev/disk/by-id/scsi-0HC_Volume_*; do
+  [ -e "$link" ] || continue
+  if [ "$(readlink -f "$link")" = "$disk" ]; then echo "$link"; exit 3; fi
+done
+exit 0
+"""
+
+
+def check_install_disk(node: str, target: SshTarget) -> None:
+    """Refuse to install when the disk disko formats (/dev/sda) is a Hetzner volume, naming it."""
+    result = run_remote(target, ["/bin/sh", "-c", DISK_CHECK], check=False, timeout=60)
+    if result.returncode == 3:
+        raise NixInfraError(
+            f"{node}: /dev/sda is the Hetzner volume {result.stdout.strip()}, not the server's own disk; "
+            "the install would format it. Detach the volume (it is attached again after the install) and "
+            "run deploy again; nothing was written"
+        )
+    if result.returncode != 0:
+        raise NixInfraError(
+            f"{node}: checking the install disk failed (exit {result.returncode}): {result.stderr.strip()[-300:]}"
+        )
+
+
 def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, reboot_timeout: float = 600.0) -> None:
     """Install NixOS on a fresh server and pin its final host key."""
     known = facts.read(node)
@@ -184,6 +227,7 @@ def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, rebo
         if resume(node, target, facts, known):
             return
         known = replace(known, pending_host_key=None)
+    check_install_disk(node, target)
     final = generate_host_key()
     with _secret_dir() as workdir:
         extra = workdir / "extra-files"

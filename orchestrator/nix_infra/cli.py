@@ -38,6 +38,7 @@ from nix_infra.options import (
     at_repo_root,
     check_flake_ref,
     check_node_name,
+    confirm,
     param,
     seconds_from_env,
 )
@@ -495,10 +496,11 @@ def destroy_cmd(
             return
         if typed:
             raise NixInfraError(
-                f"confirmation {', '.join(map(repr, typed))} does not match {name}; {what}; nothing deleted"
+                f"confirmation {', '.join(map(repr, typed))} does not match {name}. {what}: to confirm, "
+                f"pass --confirm {name}; nothing deleted"
             )
         if not sys.stdin.isatty():
-            raise NixInfraError(f"{what} needs confirmation: pass --confirm {name}; nothing deleted")
+            raise NixInfraError(f"{what}: to confirm, pass --confirm {name}; nothing deleted")
         answer = click.prompt(f"{what}. Type {name} to confirm", err=True)
         if answer != name:
             raise NixInfraError(f"confirmation {answer!r} does not match {name}; nothing deleted")
@@ -1065,14 +1067,7 @@ def rollback_cmd(opts: Options, on: tuple[str, ...], confirm_timeout: int) -> No
         raise NixInfraError(failure_message(failed, "rollback"))
 
 
-def _confirm(opts: Options, question: str) -> None:
-    """Ask on the terminal (the question says what waits for the answer); no answer, no change."""
-    if opts.yes:
-        return
-    if not sys.stdin.isatty():
-        raise NixInfraError(f"{question} There is no terminal to ask; pass --yes to confirm")
-    if not click.confirm(question, default=False, err=True):
-        raise click.exceptions.Abort()
+_confirm = confirm  # nix_infra.options.confirm, shared with the command groups in other files
 
 
 def _result(opts: Options, status: str, p: Plan) -> None:

@@ -9,7 +9,7 @@ import click
 from nix_infra import backup
 from nix_infra.deploy import ssh_target
 from nix_infra.errors import NixInfraError
-from nix_infra.options import Options, check_app_name, check_node_name, param
+from nix_infra.options import Options, check_app_name, check_node_name, confirm, param
 from nix_infra.ssh import SshTarget
 
 
@@ -76,6 +76,10 @@ def list_cmd(opts: Options, node: str, app: str) -> None:
 @click.pass_obj
 def restore_cmd(opts: Options, node: str, app: str, snapshot: str | None, to: str | None) -> None:
     """Restore APP from a snapshot: PostgreSQL loads the dump (the database is replaced), other apps'
-    units are stopped, their paths replaced and started again. With --to only the files are restored."""
+    units are stopped, their paths replaced and started again. With --to only the files are restored.
+
+    It asks first, naming what is replaced (or pass --yes)."""
+    if to is None:
+        confirm(opts, f"Replace the data of {app} on {node} with snapshot {snapshot or 'latest'}?")
     backup.restore(_target(opts, node, app), app, snapshot=snapshot, to=to)
     click.echo(f"{node}: restored {app}" + (f" to {to}" if to else ""), err=True)

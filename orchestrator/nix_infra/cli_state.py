@@ -22,6 +22,7 @@ from nix_infra.options import (
     check_cluster_name,
     check_endpoint,
     check_etcd_key,
+    confirm,
     find_repo_root,
     local_flake_dir,
     param,
@@ -367,7 +368,8 @@ def etcd_del_cmd(opts: Options, key: str, prefix: bool, force: bool) -> None:
     """Delete KEY (or, with --prefix, every key under it); prints how many were deleted.
 
     Instance keys (also under the prefix) are refused unless --force: their
-    nodes' registration owns them.
+    nodes' registration owns them. A prefix delete asks first (or --yes), and
+    `/`, `/cluster/`, `/cluster/nodes/` and `/nix-infra/` need --force.
 
     \b
     Examples:
@@ -376,7 +378,16 @@ def etcd_del_cmd(opts: Options, key: str, prefix: bool, force: bool) -> None:
     """
     from nix_infra.etcd import operator_delete
 
+    # the whole store, the mesh's data or the platform's own keys: a prefix that takes everything
+    broad = ("/", "/cluster", "/cluster/", "/cluster/nodes", "/cluster/nodes/", "/nix-infra", "/nix-infra/")
+    if prefix and key in broad and not force:
+        raise NixInfraError(
+            f"etcd del --prefix {key} deletes what the whole cluster runs on (the mesh's nodes and apps, "
+            "or nix-infra's own keys); pass --force if you mean it"
+        )
     with _etcd(opts) as etcd:
+        if prefix:
+            confirm(opts, f"Delete the {len(etcd.get_prefix(key))} key(s) under {key}?")
         count = operator_delete(etcd, key, prefix=prefix, force=force)
     click.echo(json.dumps({"deleted": count}) if opts.json_output else f"deleted {count} key(s)")
 

@@ -160,10 +160,15 @@ IMAGE = re.compile(r"[^\x00-\x1f\x7f]{1,255}")  # a name the cloud API looks up:
 URL_PATH = re.compile(r"/[!-~]*")  # printable ASCII, no spaces: it ends up in proxy and health-check configs
 ENV_PREFIX = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 SYSTEM_ATTR = re.compile(r"nixosConfigurations\.[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
-MOUNTPOINT = re.compile(r"(?!/(nix|boot|etc|run|proc|sys|dev|tmp)(/|$))(/[A-Za-z0-9_][A-Za-z0-9._-]*)+")
+# lib's check.isMountpoint: below /var/lib, or at or below /srv, /data, /mnt; never a platform directory
+MOUNTPOINT = re.compile(
+    r"(?!/var/lib/(nix-infra|systemd|nixos|private|containers)(/|$))"
+    r"(/var/lib(/[A-Za-z0-9_][A-Za-z0-9._-]*)+|/(srv|data|mnt)(/[A-Za-z0-9_][A-Za-z0-9._-]*)*)"
+)
 MOUNTPOINT_RULE = (
-    "a normalised absolute path such as /var/lib/postgresql (at most 255 characters), "
-    "not / and not /nix, /boot, /etc, /run, /proc, /sys, /dev, /tmp or under them"
+    "a normalised absolute path such as /var/lib/postgresql (at most 255 characters): below /var/lib, "
+    "or /srv, /data, /mnt or below them; not /var/lib/nix-infra, /var/lib/systemd, /var/lib/nixos, "
+    "/var/lib/private, /var/lib/containers or under them"
 )
 VOLUME_SIZE_MIN, VOLUME_SIZE_MAX = 10, 10240  # GB, Hetzner's limits
 FILESYSTEMS = ("ext4", "xfs")

@@ -6,6 +6,7 @@ import functools
 import math
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -258,3 +259,16 @@ class Options:
             )
         desired = desired_state(loaded)
         return make_client(token, settings), desired
+
+
+def confirm(opts: Options, question: str) -> None:
+    """Ask on the terminal (the question says what waits for the answer); no answer, no change.
+
+    `--yes` answers it; without a terminal and without `--yes` it refuses (raises NixInfraError);
+    declining raises click's Abort (the CLI prints "aborted")."""
+    if opts.yes:
+        return
+    if not sys.stdin.isatty():
+        raise NixInfraError(f"{question} There is no terminal to ask; pass --yes to confirm")
+    if not click.confirm(question, default=False, err=True):
+        raise click.exceptions.Abort()

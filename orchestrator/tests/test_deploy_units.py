@@ -364,3 +364,51 @@ def test_a_pending_host_key_is_pinned_next_to_the_current_one(tmp_path: Path) ->
     )
     with pytest.raises(NixInfraError, match="pendingHostKey"):
         store.read("w1")
+
+
+@pytest.mark.parametrize(
+    ("code", "stderr", "expect"),
+    [
+        (0, "", True),
+        (255, "Host key verification failed.\n", False),
+        (255, "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @\n", False),
+        (255, "root@10.0.0.5: Permission denied (publickey).\n", "Permission denied"),
+        (255, "ssh: connect to host 10.0.0.5 port 22: Connection refused\n", "Connection refused"),
+    ],
+)
+def test_a_login_failure_is_never_taken_for_a_changed_host_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, stderr: str, expect: bool | str
+) -> None:
+    # review finding: any failing `ssh true` read as "neither key answers", with advice to destroy the server
+    import nix_infra.bootstrap as bootstrap
+    from nix_infra.process import Result
+
+    monkeypatch.setattr(bootstrap, "run_remote", lambda *a, **k: Result(("ssh",), code, "", stderr))
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFh3lE0v6xTeU8KJ1Yl9bWQ8m4xg1Qk5yUn7s0Zq3pQ2"
+    if isinstance(expect, bool):
+        assert bootstrap.answers_with(target(tmp_path), key, tmp_path) is expect
+    else:
+        with pytest.raises(NixInfraError, match=rf"cannot tell which host key.*{expect}.*may log in"):
+            bootstrap.answers_with(target(tmp_path), key, tmp_path)
+
+
+def test_the_install_refuses_a_disk_that_is_a_hetzner_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # review finding: a re-created stateful node has its volume attached before nixos-anywhere,
+    # and disko formats /dev/sda whatever it is
+    import nix_infra.bootstrap as bootstrap
+    from nix_infra.process import Result
+
+    sent: list[list[str]] = []
+
+    def remote(t: SshTarget, command: list[str], **kw: Any) -> Result:
+        sent.append(command)
+        return Result(tuple(command), 3, "/dev/disk/by-id/scsi-0HC_Volume_100123\n", "")
+
+    monkeypatch.setattr(bootstrap, "run_remote", remote)
+    with pytest.raises(
+        NixInfraError, match=r"/dev/sda is the Hetzner volume .*scsi-0HC_Volume_100123.*nothing was written"
+    ):
+        bootstrap.check_install_disk("db001", target(tmp_path))
+    assert sent[0][:2] == ["/bin/sh", "-c"] and "scsi-0HC_Volume_" in sent[0][2]
+    monkeypatch.setattr(bootstrap, "run_remote", lambda *a, **k: Result(("sh",), 0, "", ""))
+    bootstrap.check_install_disk("db001", target(tmp_path))  # the server's own disk: on we go

@@ -66,7 +66,7 @@ class Daemon:
         self.paths = paths
         self.config = config
         self.lock = threading.Lock()
-        self.fleet = RecordingFleet(paths.fleet, self.record)
+        self.fleet = RecordingFleet(paths.fleet, self.record, operator_public_key(config.ssh_key))
         self.fake = FakeHcloud(token=config.token, port=0, hooks=self.fleet)
         self.etcd: subprocess.Popen[bytes] | None = None
         self.ready = False
@@ -135,16 +135,35 @@ def _pid() -> int:
     return os.getpid()
 
 
-class RecordingFleet(FakeFleet):
-    """The fleet, recording each boot and deletion in daemon.json."""
+def operator_public_key(ssh_key: str | None) -> str | None:
+    """The public key of `up`'s --ssh-key (its .pub beside it, else derived with ssh-keygen -y), or None.
 
-    def __init__(self, root: Path, on_change: Any) -> None:
+    The sandbox's servers let it log in besides cluster.nix's provider.sshKeys, which in a repo
+    made from the template are a placeholder nobody holds the private key of."""
+    if ssh_key is None:
+        return None
+    pub = Path(ssh_key + ".pub")
+    try:
+        if pub.is_file():
+            return pub.read_text().strip().splitlines()[0]
+        out = subprocess.run(["ssh-keygen", "-y", "-f", ssh_key], capture_output=True, text=True, check=False)
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, IndexError):
+        return None
+
+
+class RecordingFleet(FakeFleet):
+    """The fleet, recording each boot and deletion in daemon.json; `up`'s --ssh-key may log in."""
+
+    def __init__(self, root: Path, on_change: Any, operator_key: str | None = None) -> None:
         super().__init__(root)
         self.on_change = on_change
+        self.operator_key = operator_key
 
     def boot(self, server: dict[str, Any], authorized_keys: list[str], user_data: str | None) -> None:
+        keys = [*authorized_keys, *([self.operator_key] if self.operator_key else [])]
         try:
-            super().boot(server, authorized_keys, user_data)
+            super().boot(server, keys, user_data)
         finally:
             self.on_change()
 
