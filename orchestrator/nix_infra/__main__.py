@@ -1,3 +1,3 @@
-from nix_infra.cli import main
+from nix_infra.entry import main
 
 main()

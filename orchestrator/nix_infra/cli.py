@@ -1019,7 +1019,9 @@ def cmd_cmd(opts: Options, on: tuple[str, ...], parallel: int, command: tuple[st
 def ssh_cmd(opts: Options, node: str, command: tuple[str, ...]) -> None:
     """Open a shell on NODE (or run COMMAND there), with its pinned host key.
 
-    Every word after NODE belongs to COMMAND (global options go before NODE).
+    Every word after NODE belongs to COMMAND (global options go before NODE); as
+    with OpenSSH and `cmd`, the words are joined by spaces and run by the node's
+    shell, so quote what the shell must not see (`-- 'echo hi; exit 3'`).
 
     \b
     Examples:
@@ -1031,7 +1033,9 @@ def ssh_cmd(opts: Options, node: str, command: tuple[str, ...]) -> None:
     manifest = opts.load_manifest()
     target_node = one_node(manifest, node)
     target = ssh_target(target_node, opts.facts(), opts.ssh_settings())
-    argv = ssh_argv(target, list(command), tty=not command and sys.stdin.isatty())
+    # as OpenSSH (and `cmd`): the words are joined by spaces and run by the node's shell
+    remote = ["/bin/sh", "-c", " ".join(command)] if command else []
+    argv = ssh_argv(target, remote, tty=not command and sys.stdin.isatty())
     os.execvp(argv[0], argv)
 
 

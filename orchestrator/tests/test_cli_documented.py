@@ -74,7 +74,12 @@ def test_remote_command_words_are_not_taken_for_global_options(
     monkeypatch.setattr("os.execvp", lambda prog, argv: ran.append(argv))
     code, _, err = cli(capsys, "--manifest", str(manifest_file), "ssh", "worker001", "--", "ls", "--json", "-v")
     assert code == 0, err
-    assert ran == [["ssh", "ls", "--json", "-v"]]
+    assert ran == [["ssh", "/bin/sh", "-c", "ls --json -v"]]
+    # as OpenSSH: the words are joined and the node's shell runs them (review finding)
+    ran.clear()
+    code, _, err = cli(capsys, "--manifest", str(manifest_file), "ssh", "worker001", "--", "echo hi; exit 3")
+    assert code == 0, err
+    assert ran == [["ssh", "/bin/sh", "-c", "echo hi; exit 3"]]
 
 
 # ---- the default command: deploy, after showing the plan and asking --------------------------------

@@ -75,7 +75,10 @@ def demo(directory: Path, say: Say, python: str = sys.executable) -> DemoResult:
             f"{directory} exists and is not empty: the demo makes a new cluster repo; name another DIRECTORY "
             "(an earlier demo's sandbox there stops with `nix-infra sandbox down` in it)"
         )
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NixInfraError(f"{directory}: cannot create the demo's directory ({exc.strerror})") from None
     result = DemoResult(directory)
     ssh_key, identity, cluster = _template_repo(directory, say)
     env = {**os.environ, "NIX_INFRA_IDENTITY": str(identity)}
