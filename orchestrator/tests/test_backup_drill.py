@@ -185,7 +185,7 @@ def test_drill_backup_destroy_restore(drill: Drill, capfd: pytest.CaptureFixture
     d.sql("DROP DATABASE app", database="postgres")
     shutil.rmtree(d.volume / "backup")
     t0 = time.monotonic()
-    code, _, err = d.cli(capfd, "backup", "restore", "worker001", "api")
+    code, _, err = d.cli(capfd, "--yes", "backup", "restore", "worker001", "api")
     restore_s = time.monotonic() - t0
     assert code == 0 and "worker001: restored api" in err, err
     after = d.fingerprint()
