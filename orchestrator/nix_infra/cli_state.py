@@ -386,9 +386,8 @@ def etcd_del_cmd(opts: Options, key: str, prefix: bool, force: bool) -> None:
             "or nix-infra's own keys); pass --force if you mean it"
         )
     with _etcd(opts) as etcd:
-        if prefix:
-            confirm(opts, f"Delete the {len(etcd.get_prefix(key))} key(s) under {key}?")
-        count = operator_delete(etcd, key, prefix=prefix, force=force)
+        ask = lambda n: confirm(opts, f"Delete the {n} key(s) under {key}?")  # noqa: E731
+        count = operator_delete(etcd, key, prefix=prefix, force=force, confirm=ask)
     click.echo(json.dumps({"deleted": count}) if opts.json_output else f"deleted {count} key(s)")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -292,10 +292,21 @@ def operator_put(etcd: Etcd, key: str, value: bytes, *, force: bool = False) -> 
     etcd.put_keeping_lease(key, value)
 
 
-def operator_delete(etcd: Etcd, key: str, *, prefix: bool = False, force: bool = False) -> int:
-    """`nix-infra etcd del`: refuses instance keys (also under a prefix) unless `force`; returns how many went."""
+def operator_delete(
+    etcd: Etcd,
+    key: str,
+    *,
+    prefix: bool = False,
+    force: bool = False,
+    confirm: Callable[[int], None] | None = None,
+) -> int:
+    """`nix-infra etcd del`: refuses instance keys (also under a prefix) unless `force`; returns how many went.
+
+    With `prefix`, `confirm` is called with the number of keys about to go, after the checks and
+    before anything is deleted (it raises to stop)."""
+    under = etcd.get_prefix(key) if prefix else {}
     if not force:
-        found = [k for k in etcd.get_prefix(key) if is_instance_key(k)] if prefix else []
+        found = [k for k in under if is_instance_key(k)] if prefix else []
         if not prefix and is_instance_key(key):
             found = [key]
         if found:
@@ -305,6 +316,8 @@ def operator_delete(etcd: Etcd, key: str, *, prefix: bool = False, force: bool =
                 "(a healthy instance puts its key back within an interval; a dead one's goes at lease expiry); "
                 "pass --force to delete anyway"
             )
+    if prefix and confirm is not None:
+        confirm(len(under))
     return etcd.delete(key, prefix=prefix)
 
 

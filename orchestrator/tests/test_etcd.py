@@ -312,7 +312,10 @@ def test_cli_del_refuses_instance_keys_also_under_a_prefix_unless_forced(
         code, _, err = run_cli(capsys, *args, "del", *extra, target)
         assert code == 1 and INSTANCE in err and "--force" in err and "Traceback" not in err
     assert len(everything(server)) == 2
-    code, out, _ = run_cli(capsys, *args, "del", "--prefix", "/cluster/backends/api/meta")  # no instance key under it
+    # no instance key under it: it asks first (no terminal here: refused), --yes answers
+    code, _, err = run_cli(capsys, *args, "del", "--prefix", "/cluster/backends/api/meta")
+    assert code == 1 and "Delete the 1 key(s) under /cluster/backends/api/meta?" in err
+    code, out, _ = run_cli(capsys, "--yes", *args, "del", "--prefix", "/cluster/backends/api/meta")
     assert code == 0 and "deleted 1 key(s)" in out
     code, out, _ = run_cli(capsys, *args, "del", "--force", INSTANCE)
     assert code == 0 and "deleted 1 key(s)" in out

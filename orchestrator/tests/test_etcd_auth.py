@@ -224,7 +224,7 @@ def test_the_admin_keeps_every_right_the_orchestrator_needs(
     code, out, _ = run_cli(capsys, "--json", *args, "watch", "/w/", "--count", "1")
     t.join()
     assert code == 0 and json.loads(out)["key"] == "/w/a"
-    assert run_cli(capsys, *args, "del", "--prefix", "/ops/")[0] == 0
+    assert run_cli(capsys, "--yes", *args, "del", "--prefix", "/ops/")[0] == 0
     assert admin.get_prefix("/ops/") == {}
 
 
