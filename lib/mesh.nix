@@ -2,7 +2,7 @@
 #
 # Data model (kept compatible with nix-infra):
 #   /cluster/nodes/<node>                    {"name","ipv4","services":[groups]}
-#   /cluster/<group>/<app>/meta_data         {"publish":{"port"},"env_prefix","env":{...}}
+#   /cluster/<group>/<app>/meta_data         {"publish":{"port"},"port","env_prefix","env":{...}}
 #   /cluster/<group>/<app>/instances/<node>  written by the nodes themselves
 # The seed holds only the static part; instances/ is never seeded.
 rec {
@@ -56,13 +56,17 @@ rec {
   };
 
   /**
-    The value of an app's meta_data record.
+    The value of an app's meta_data record. `port` is the port the app's
+    instances listen on: the mesh renders an instance only when its record
+    names this port (and its node's address), so a node cannot point
+    consumers at another port.
 
-    Example: metaData { publish = 5001; envPrefix = "API"; protocol = "http"; path = "/"; }
-      => { publish = { port = 5001; }; env_prefix = "API"; env = { ... }; }
+    Example: metaData { publish = 5001; port = 8080; envPrefix = "API"; protocol = "http"; path = "/"; }
+      => { publish = { port = 5001; }; port = 8080; env_prefix = "API"; env = { ... }; }
   */
   metaData = app: {
     publish.port = app.publish;
+    inherit (app) port;
     env_prefix = app.envPrefix;
     env = appEnv app;
   };

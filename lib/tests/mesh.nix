@@ -1,7 +1,7 @@
 let
   mesh = import ../mesh.nix;
-  api = { name = "api"; group = "backends"; publish = 5001; envPrefix = "API"; protocol = "http"; path = "/v1"; };
-  db = { name = "db"; group = "services"; publish = 5432; envPrefix = "DB"; protocol = "tcp"; path = "/"; };
+  api = { name = "api"; group = "backends"; publish = 5001; port = 8080; envPrefix = "API"; protocol = "http"; path = "/v1"; };
+  db = { name = "db"; group = "services"; publish = 5432; port = 5432; envPrefix = "DB"; protocol = "tcp"; path = "/"; };
 in
 {
   testNodeKey = { expr = mesh.nodeKey "worker001"; expected = "/cluster/nodes/worker001"; };
@@ -9,7 +9,7 @@ in
   testInstancesPrefix = { expr = mesh.instancesPrefix api; expected = "/cluster/backends/api/instances/"; };
   testMetaData = {
     expr = mesh.metaData api;
-    expected = { publish = { port = 5001; }; env_prefix = "API"; env = { PROTOCOL = "http"; HOST = "127.0.0.1"; PORT = "5001"; PATH = "/v1"; }; };
+    expected = { publish = { port = 5001; }; port = 8080; env_prefix = "API"; env = { PROTOCOL = "http"; HOST = "127.0.0.1"; PORT = "5001"; PATH = "/v1"; }; };
   };
   testSeed = {
     expr = mesh.seed { w1 = { name = "w1"; consumes = [ "services" ]; }; } { inherit api; } { w1 = "10.10.64.1"; };
