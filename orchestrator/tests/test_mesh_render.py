@@ -224,9 +224,13 @@ HOSTILE: dict[str, dict[str, str]] = {
         "/cluster/nodes/worker009": "{{ not json",
     },
     "instance not at its node's address": {
-        **W9_RECORD, API + "worker009": '{"ipv4":"169.254.169.254","node":"worker009","port":8080}'
+        **W9_RECORD,
+        API + "worker009": '{"ipv4":"169.254.169.254","node":"worker009","port":8080}',
     },
-    "instance not on the app's port": {**W9_RECORD, API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":22}'},
+    "instance not on the app's port": {
+        **W9_RECORD,
+        API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":22}',
+    },
     "instance of an app whose meta_data has no port": {
         **W9_RECORD,
         "/cluster/backends/evil/meta_data": GOOD_META.replace('"port":1,', ""),
