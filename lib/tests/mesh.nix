@@ -16,7 +16,16 @@ in
     expected = {
       "/cluster/nodes/w1" = { name = "w1"; ipv4 = "10.10.64.1"; services = [ "services" ]; };
       "/cluster/backends/api/meta_data" = mesh.metaData api;
+      "/coreos.com/network/config" = mesh.clusterOverlayConfig;
     };
+  };
+  testOverlayConfig = {
+    expr = mesh.overlayConfig { network = "10.244.0.0/16"; port = 51820; };
+    expected = { Network = "10.244.0.0/16"; SubnetLen = 24; Backend = { Type = "wireguard"; ListenPort = 51820; PersistentKeepaliveInterval = 25; }; };
+  };
+  testClusterOverlayConfigIsTheConstants = {
+    expr = with mesh.clusterOverlayConfig; [ Network Backend.ListenPort ];
+    expected = [ (import ../constants.nix).overlay.network (import ../constants.nix).ports.wireguard ];
   };
   testSeedHasNoInstances = {
     expr = builtins.filter (k: builtins.match ".*/instances/.*" k != null) (builtins.attrNames (mesh.seed { } { inherit api db; } { }));

@@ -175,6 +175,7 @@ INITIAL_CLUSTER = re.compile(
 SEED_KEY = re.compile(
     r"/cluster/(nodes/[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
     r"|(frontends|backends|services)/[a-z]([-a-z0-9]{0,61}[a-z0-9])?/meta_data)"
+    r"|/coreos\.com/network/config"
 )
 
 NODE_TYPES = ("ctrl", "worker", "service", "ingress", "registry")
@@ -522,7 +523,7 @@ def parse_manifest(data: Any) -> Manifest:
     e.at("initialCluster").string(INITIAL_CLUSTER, "a list of name=https://<IPv4>:<port>, separated by ','")
     _refs(e.at("members"), etcd.members, nodes, "nodes")
     seed = r.at("etcdSeed")
-    seed.names(SEED_KEY, "/cluster/nodes/<node> or /cluster/<group>/<app>/meta_data")
+    seed.names(SEED_KEY, "/cluster/nodes/<node>, /cluster/<group>/<app>/meta_data or /coreos.com/network/config")
     for _, value in seed.items():
         value.obj()
     secrets = r.at("secrets").strings(SECRET_NAME, SECRET_NAME_RULE, unique=True)
