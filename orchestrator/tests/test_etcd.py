@@ -125,6 +125,45 @@ def test_seed_writes_flannels_config_restores_it_and_never_removes_it(
     assert everything(server)[key] == want
 
 
+FLANNEL_CONFIG_CASES: dict[str, tuple[Any, str]] = {
+    "not an object": ("10.244.0.0/16", "expected an object"),
+    "extra field": ({"SubnetMin": "10.244.1.0"}, "SubnetMin: unknown field"),
+    "network not a CIDR": ({"Network": "10.244.0.0"}, "Network: '10.244.0.0' is not an IPv4 CIDR"),
+    "network with text": ({"Network": "10.244.0.0/16' ; rm -rf /"}, "is not an IPv4 CIDR"),
+    "subnet length": ({"SubnetLen": 31}, "SubnetLen: 31 is not a whole number from 8 to 30"),
+    "backend vxlan": ({"Backend": {"Type": "vxlan", "ListenPort": 51820, "PersistentKeepaliveInterval": 25}}, "Type"),
+    "backend port": ({"Backend": {"Type": "wireguard", "ListenPort": 0, "PersistentKeepaliveInterval": 25}}, "Listen"),
+    "backend missing": ({"Backend": None}, "Backend is missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLANNEL_CONFIG_CASES))
+def test_the_manifest_loader_refuses_a_flannel_config_lib_would_not_write(
+    manifest_data: dict[str, Any], case: str
+) -> None:
+    import copy
+
+    import jsonschema
+
+    from nix_infra.manifest import parse_manifest
+
+    from .conftest import REPO
+
+    change, message = FLANNEL_CONFIG_CASES[case]
+    data = copy.deepcopy(manifest_data)
+    key = "/coreos.com/network/config"
+    if isinstance(change, dict):
+        value = {k: v for k, v in {**data["etcdSeed"][key], **change}.items() if v is not None}
+    else:
+        value = change
+    data["etcdSeed"][key] = value
+    with pytest.raises(NixInfraError, match=message):
+        parse_manifest(data)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, json.loads((REPO / "docs/manifest.schema.json").read_text()))
+    parse_manifest(copy.deepcopy(manifest_data))  # the control: lib's own value loads
+
+
 def test_dry_run_writes_nothing(etcd: Etcd, server: EtcdServer, manifest_data: dict[str, Any]) -> None:
     result = seed(etcd, manifest_data["etcdSeed"], dry_run=True)
     assert result.diff.counts()["added"] == 4
