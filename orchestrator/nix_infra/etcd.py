@@ -390,7 +390,7 @@ def seed(
         batch = ops[i : i + max_txn_ops]
         if not etcd.transaction([c for c, _ in batch], [o for _, o in batch]):
             raise NixInfraError(
-                f"etcd at {etcd.url}: keys under {ROOT} changed while seeding ({count} of "
+                f"etcd at {etcd.url}: seeded keys (under {ROOT} or flannel's config) changed while seeding ({count} of "
                 f"{(len(ops) + max_txn_ops - 1) // max_txn_ops} transactions were written); run the seed again"
             )
         count += 1
