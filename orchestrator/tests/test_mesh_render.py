@@ -227,6 +227,14 @@ HOSTILE: dict[str, dict[str, str]] = {
         **W9_RECORD,
         API + "worker009": '{"ipv4":"169.254.169.254","node":"worker009","port":8080}',
     },
+    "instance at a prefix of its node's address": {
+        "/cluster/nodes/worker009": '{"ipv4":"10.10.64.19","name":"worker009","services":[]}',
+        API + "worker009": '{"ipv4":"10.10.64.1","node":"worker009","port":8080}',
+    },
+    "instance of a node whose record names another node": {
+        "/cluster/nodes/worker009": '{"ipv4":"10.10.64.9","name":"worker001","services":[]}',
+        API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":8080}',
+    },
     "instance not on the app's port": {
         **W9_RECORD,
         API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":22}',
