@@ -16,6 +16,9 @@ pkgs.testers.runNixOSTest {
   testScript = common.pythonHelpers + ''
     start_all()
     start_etcd(ctrl001)
+    # what `nix-infra etcd seed` writes: flannel on the nodes only reads its config
+    config = json.dumps(SEED["/coreos.com/network/config"], sort_keys=True, separators=(",", ":"))
+    etcdctl(ctrl001, f"put /coreos.com/network/config '{config}'")
     for m in (ctrl001, worker001, worker002):
         m.wait_for_unit("multi-user.target")
         if m is not ctrl001:

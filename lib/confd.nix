@@ -48,11 +48,17 @@ rec {
     - an app (directory name) must be a name (`a-z`, `0-9`, `-`, at most 63);
     - its meta_data must end in `"publish":{"port":P}}` with P a port
       (1-65535, decimal, no leading zero) that is not reserved by the platform
-      and not already published by an app rendered before it;
+      and not already published by an app rendered before it, preceded by
+      `,"port":Q,` with Q the port its instances listen on (1-65535);
     - an instance record must be exactly the canonical JSON the registration
-      script writes, `{"ipv4":"A.B.C.D","node":"N","port":P}`, with an IPv4
+      script writes, `{"ipv4":"A.B.C.D","node":"N","port":Q}`, with an IPv4
       address, a port, and N equal to the key's last segment, which must be a
-      name; the server is named after the key.
+      name; the server is named after the key;
+    - and it must point where the admin says: Q equals the app's port from
+      its meta_data, and A.B.C.D the `ipv4` of the admin-written record
+      /cluster/nodes/N (its canonical head `{"ipv4":"A.B.C.D","name":"N",`),
+      so a node's certificate, which may write its own instance keys, cannot
+      point consumers at the metadata service, a loopback or another port.
 
     confd's `json` aborts the whole render on invalid JSON, and `atoi` on
     anything but digits, so neither is ever called on an unchecked value:
@@ -84,6 +90,7 @@ rec {
     {{- range split $app "" }}{{ if not (contains $nameChars .) }}{{ $appOk = false }}{{ end }}{{ end }}
     {{- $meta := getv (printf "/cluster/%s/%s/meta_data" $group $app) "" }}
     {{- $publish := 0 }}
+    {{- $appPort := 0 }}
     {{- $metaParts := split $meta "\"publish\":{\"port\":" }}
     {{- if and $appOk (eq (len $metaParts) 2) }}
     {{- $tail := index $metaParts 1 }}
@@ -91,8 +98,17 @@ rec {
     {{- $pOk := and (eq (printf "%s}}" $p) $tail) (ge (len $p) 1) (le (len $p) 5) }}
     {{- range split $p "" }}{{ if not (contains $digits .) }}{{ $pOk = false }}{{ end }}{{ end }}
     {{- if $pOk }}{{ if eq (printf "%d" (atoi $p)) $p }}{{ $publish = atoi $p }}{{ end }}{{ end }}
+    {{- $appPort = 0 }}
+    {{- $portParts := split (index $metaParts 0) ",\"port\":" }}
+    {{- if eq (len $portParts) 2 }}
+    {{- $pt := index $portParts 1 }}
+    {{- $ap := trimSuffix $pt "," }}
+    {{- $apOk := and (eq (printf "%s," $ap) $pt) (ge (len $ap) 1) (le (len $ap) 5) }}
+    {{- range split $ap "" }}{{ if not (contains $digits .) }}{{ $apOk = false }}{{ end }}{{ end }}
+    {{- if $apOk }}{{ if eq (printf "%d" (atoi $ap)) $ap }}{{ $appPort = atoi $ap }}{{ end }}{{ end }}
     {{- end }}
-    {{- if and (ge $publish 1) (le $publish 65535) (not (contains $reserved (printf ",%d," $publish))) (not (contains $published (printf ",%d," $publish))) }}
+    {{- end }}
+    {{- if and (ge $publish 1) (le $publish 65535) (ge $appPort 1) (le $appPort 65535) (not (contains $reserved (printf ",%d," $publish))) (not (contains $published (printf ",%d," $publish))) }}
     {{- $published = printf "%s%d," $published $publish }}
     {{- $mode := "tcp" }}{{ if contains $meta "\"PROTOCOL\":\"http\"" }}{{ $mode = "http" }}{{ end }}
 
@@ -129,7 +145,11 @@ rec {
     {{- range split $pd "" }}{{ if not (contains $digits .) }}{{ $ok = false }}{{ end }}{{ end }}
     {{- if $ok }}{{ if eq (printf "%d" (atoi $pd)) $pd }}{{ $port = atoi $pd }}{{ end }}{{ end }}
     {{- end }}
-    {{- if and $ok (ge $port 1) (le $port 65535) }}
+    {{- if $ok }}
+    {{- $own := split (getv (printf "/cluster/nodes/%s" $node) "") (printf "{\"ipv4\":\"%s\",\"name\":\"%s\"," $ip $node) }}
+    {{- if or (ne (len $own) 2) (ne (index $own 0) "") }}{{ $ok = false }}{{ end }}
+    {{- end }}
+    {{- if and $ok (ge $port 1) (le $port 65535) (eq $port $appPort) }}
       server {{ $node }} {{ $ip }}:{{ $port }} check
     {{- end }}
     {{- end }}

@@ -9,6 +9,7 @@ let
   etcd = config.nixInfra.etcd;
   inherit (lib) mkEnableOption mkIf mkOption types;
   cred = name: "/run/credentials/flannel.service/${name}";
+  mesh = import ../lib/mesh.nix;
 in
 {
   # standalone: the node and etcd options it reads
@@ -36,6 +37,10 @@ in
         assertion = builtins.elem cfg.port node.firewall.private.udp;
         message = "nixInfra.overlay.port ${toString cfg.port} is not among the node's private UDP ports; flannel peers could not reach it.";
       }
+      {
+        assertion = !(lib.hasInfix "/coreos.com/network/config" config.systemd.services.flannel.preStart);
+        message = "systemd.services.flannel.preStart writes /coreos.com/network/config; the orchestrator seeds it and a node's etcd role may only read it.";
+      }
     ];
 
     services.flannel = {
@@ -51,14 +56,19 @@ in
         certFile = cred "nix-infra-etcd-client-cert";
         keyFile = cred "nix-infra-etcd-client-key";
       };
-      backend = {
-        Type = "wireguard";
-        ListenPort = cfg.port;
-        PersistentKeepaliveInterval = 25;
-      };
+      # what flannel reads is /coreos.com/network/config, which the orchestrator
+      # seeds from lib (mesh.overlayConfig, the same attrs); set here only so the
+      # upstream options say the same
+      backend = (mesh.overlayConfig { inherit (cfg) network port; }).Backend;
     };
 
     systemd.services.flannel = {
+      # upstream's preStart only puts /coreos.com/network/config (the network
+      # and backend above) with the node's certificate before every start; the
+      # orchestrator seeds that key with the admin certificate (`etcd seed`) and
+      # the node's etcd role may only read it. flannel waits, retrying, until
+      # the key is there; the runtime directory comes from serviceConfig.
+      preStart = lib.mkForce "";
       serviceConfig.LoadCredentialEncrypted = map (n: "${n}:${node.credentialsDir}/${n}.cred") [
         "nix-infra-etcd-ca"
         "nix-infra-etcd-client-cert"

@@ -97,8 +97,14 @@ def test_etcd_seed_is_the_design_data_model() -> None:
         },
         "/cluster/backends/api/meta_data": {
             "publish": {"port": 5001},
+            "port": 8080,
             "env_prefix": "API",
             "env": {"PROTOCOL": "http", "HOST": "127.0.0.1", "PORT": "5001", "PATH": "/"},
+        },
+        "/coreos.com/network/config": {
+            "Network": "10.244.0.0/16",
+            "SubnetLen": 24,
+            "Backend": {"Type": "wireguard", "ListenPort": 51820, "PersistentKeepaliveInterval": 25},
         },
     }
 

@@ -251,6 +251,10 @@ def sink_problems(s: dict[str, Any]) -> Iterator[str]:
         if not u.endswith(".service") or len(u) > 255:
             yield f"not a service unit: {u!r}"
     for key, value in s["seed"].items():
+        if key == "/coreos.com/network/config":  # flannel's, from lib's constants: no spec string reaches it
+            if value["Network"] != "10.244.0.0/16" or value["Backend"]["Type"] != "wireguard":
+                yield f"flannel config {value!r}"
+            continue
         parts = key.split("/")
         if parts[:2] != ["", "cluster"] or not all(LABEL.fullmatch(p) or p == "meta_data" for p in parts[2:]):
             yield f"etcd key with a segment that is not a DNS label: {key!r}"
@@ -258,7 +262,8 @@ def sink_problems(s: dict[str, Any]) -> Iterator[str]:
             if value["name"] != parts[3] or not all(LABEL.fullmatch(g) for g in value["services"]):
                 yield f"node record {value!r}"
         else:  # meta_data: what the mesh template reads
-            if not isinstance(value["publish"]["port"], int) or value["env"]["PROTOCOL"] not in ("http", "tcp"):
+            ports = (value["publish"]["port"], value["port"])
+            if not all(isinstance(p, int) for p in ports) or value["env"]["PROTOCOL"] not in ("http", "tcp"):
                 yield f"meta_data {value!r}"
             if CONTROL.search(value["env"]["PATH"]) or not ENV_NAME.fullmatch(value["env_prefix"]):
                 yield f"meta_data {value!r}"

@@ -416,10 +416,24 @@ in
       backend = opt types.attrs { Type = "vxlan"; };
     };
     config = { config, ... }: {
-      systemd.services.flannel = mkIf config.services.flannel.enable (lib.recursiveUpdate (upstreamUnit "${pkgs.flannel}/bin/flannel") {
-        after = [ "network.target" ];
-        serviceConfig = { Restart = "always"; RestartSec = "10s"; RuntimeDirectory = "flannel"; };
-      });
+      systemd.services.flannel =
+        let
+          cfg = config.services.flannel;
+          networkConfig = lib.filterAttrs (_: v: v != null) { Network = cfg.network; SubnetLen = cfg.subnetLen; Backend = cfg.backend; };
+        in
+        mkIf cfg.enable (lib.recursiveUpdate (upstreamUnit "${pkgs.flannel}/bin/flannel") {
+          after = [ "network.target" ];
+          # upstream puts the network config with the node's etcd credentials before every start
+          preStart = lib.optionalString (cfg.storageBackend == "etcd") ''
+            echo "setting network configuration"
+            until ${pkgs.etcd}/bin/etcdctl put /coreos.com/network/config '${builtins.toJSON networkConfig}'
+            do
+              echo "setting network configuration, retry"
+              sleep 1
+            done
+          '';
+          serviceConfig = { Restart = "always"; RestartSec = "10s"; RuntimeDirectory = "flannel"; };
+        });
     };
   }
   {

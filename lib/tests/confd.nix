@@ -11,6 +11,9 @@ in
   testTemplateNeverParsesJson = { expr = has "json"; expected = false; };
   testTemplateSkipsReservedPorts = { expr = has ''\$reserved := ",22,80,443,2379,2380,5000,5080,51820,"''; expected = true; };
   testTemplateNamesServersAfterTheKey = { expr = has "\\$node := base \\.Key.*server \\{\\{ \\$node }}"; expected = true; };
+  # an instance renders only at its node's admin-written address and the app's port
+  testTemplateChecksTheNodeAddress = { expr = has ''getv \(printf "/cluster/nodes/%s" \$node\) ""''; expected = true; };
+  testTemplateChecksTheAppPort = { expr = has "[(]eq [$]port [$]appPort[)]"; expected = true; };
   testTemplateReadsInstances = { expr = has "/cluster/%s/%s/instances/\\*"; expected = true; };
   testTemplateStartsWithHeader = {
     expr = builtins.substring 0 (builtins.stringLength confd.header) (builtins.elemAt (builtins.split "edit\n" t) 2);

@@ -18,7 +18,7 @@ in
   testWaves = { expr = [ m.waves m.nodes.ctrl001.wave m.nodes.worker001.wave ]; expected = [ [ [ "ctrl001" ] [ "worker001" ] ] 0 1 ]; };
   testNetwork = { expr = m.network; expected = { ipRange = "10.10.0.0/16"; subnet = "10.10.0.0/16"; gateway = "10.10.0.1"; zone = "eu-central"; }; };
   testSecrets = { expr = m.secrets; expected = [ "api-token" ]; };
-  testSeedKeys = { expr = builtins.attrNames m.etcdSeed; expected = [ "/cluster/backends/api/meta_data" "/cluster/nodes/ctrl001" "/cluster/nodes/worker001" ]; };
+  testSeedKeys = { expr = builtins.attrNames m.etcdSeed; expected = [ "/cluster/backends/api/meta_data" "/cluster/nodes/ctrl001" "/cluster/nodes/worker001" "/coreos.com/network/config" ]; };
   testEtcd = {
     expr = m.etcd;
     expected = {

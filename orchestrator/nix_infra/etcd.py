@@ -269,8 +269,18 @@ def is_instance_key(key: str) -> bool:
     return len(parts) >= 5 and parts[1] == "cluster" and parts[4] == "instances"
 
 
+# flannel's network config: seeded (added, changed) by the orchestrator, read by the nodes; never removed,
+# since flannel on every node needs it (lib/mesh.nix overlayConfig)
+FLANNEL_CONFIG_KEY = "/coreos.com/network/config"
+
+
+def is_seeded_key(key: str) -> bool:
+    """The keys a manifest's etcdSeed may hold: the owned keys under /cluster and flannel's config."""
+    return key == FLANNEL_CONFIG_KEY or is_owned_key(key)
+
+
 def is_owned_key(key: str) -> bool:
-    """The static keys the orchestrator writes (and may delete when the manifest drops them)."""
+    """The static keys under /cluster the orchestrator writes (and may delete when the manifest drops them)."""
     parts = key.split("/")
     if len(parts) == 4 and parts[:3] == ["", "cluster", "nodes"] and parts[3]:
         return True
@@ -338,11 +348,11 @@ class SeedDiff:
 
 
 def seed_diff(desired: Mapping[str, Any], current: Mapping[str, bytes]) -> SeedDiff:
-    """The difference between the manifest's seed and the keys now under /cluster (pure).
+    """The difference between the manifest's seed and the keys now under /cluster and flannel's config (pure).
 
-    Instance keys are ignored on both sides; only owned keys are ever removed.
+    Instance keys are ignored on both sides; only owned keys under /cluster are ever removed.
     """
-    bad = sorted(k for k in desired if not is_owned_key(k))
+    bad = sorted(k for k in desired if not is_seeded_key(k))
     if bad:
         raise NixInfraError(f"manifest: etcdSeed has keys nix-infra does not own: {', '.join(bad[:5])}")
     want = {k: canonical(v) for k, v in desired.items()}
@@ -366,7 +376,7 @@ def seed(
     dry_run: bool = False,
     max_txn_ops: int = MAX_TXN_OPS,
 ) -> SeedResult:
-    """Bring the static keys under /cluster to `desired`, writing only the difference.
+    """Bring the static keys under /cluster and flannel's config to `desired`, writing only the difference.
 
     Each transaction holds at most `max_txn_ops` operations and succeeds only if
     none of its keys changed since they were read (an added key must still be
@@ -374,6 +384,9 @@ def seed(
     """
     start = time.monotonic()
     current = etcd.get_prefix(ROOT + "/")
+    if FLANNEL_CONFIG_KEY in desired:
+        current.update(etcd.get_prefix(FLANNEL_CONFIG_KEY))  # the range of the key and longer ones: keep only it
+        current = {k: v for k, v in current.items() if k.startswith(ROOT + "/") or k == FLANNEL_CONFIG_KEY}
     diff = seed_diff(desired, {k: v for k, (v, _) in current.items() if not is_instance_key(k)})
     if dry_run or diff.empty:
         return SeedResult(diff, 0, time.monotonic() - start)
@@ -390,7 +403,7 @@ def seed(
         batch = ops[i : i + max_txn_ops]
         if not etcd.transaction([c for c, _ in batch], [o for _, o in batch]):
             raise NixInfraError(
-                f"etcd at {etcd.url}: keys under {ROOT} changed while seeding ({count} of "
+                f"etcd at {etcd.url}: seeded keys (under {ROOT} or flannel's config) changed while seeding ({count} of "
                 f"{(len(ops) + max_txn_ops - 1) // max_txn_ops} transactions were written); run the seed again"
             )
         count += 1
@@ -474,15 +487,15 @@ def node_permissions(node: str, instance_keys: Iterable[str]) -> frozenset[Perm]
 
     - read every key under /cluster (confd's resource key; it holds no secrets);
     - read and write exactly /cluster/<group>/<app>/instances/<node> for each app it hosts;
-    - flannel: read its config and the subnet leases, write any lease under
-      <prefix>/subnets/ (flannel picks the subnet, so etcd cannot narrow it to
-      the node's own), and write the config key, which NixOS's flannel unit
-      puts with the node's certificate before every start (docs/etcd.md).
+    - flannel: read its config (the orchestrator seeds it; modules/overlay.nix
+      turns off the NixOS unit's own write) and the subnet leases, and write
+      any lease under <prefix>/subnets/ (flannel picks the subnet, so etcd
+      cannot narrow it to the node's own; docs/etcd.md).
     """
     perms = {Perm.prefix("read", MESH_READ_PREFIX)}
     perms |= {Perm.exact("readwrite", key) for key in instance_keys}
     perms |= {
-        Perm.exact("readwrite", f"{FLANNEL_PREFIX}/config"),
+        Perm.exact("read", FLANNEL_CONFIG_KEY),
         Perm.prefix("read", f"{FLANNEL_PREFIX}/subnets"),
         Perm.prefix("write", f"{FLANNEL_PREFIX}/subnets/"),
     }

@@ -177,9 +177,11 @@ INITIAL_CLUSTER = re.compile(
     rf"([a-z]([-a-z0-9]{{0,61}}[a-z0-9])?=https://{_OCTET}(\.{_OCTET}){{3}}:[0-9]{{1,5}})"
     rf"(,[a-z]([-a-z0-9]{{0,61}}[a-z0-9])?=https://{_OCTET}(\.{_OCTET}){{3}}:[0-9]{{1,5}})*"
 )
+FLANNEL_CONFIG_KEY = "/coreos.com/network/config"
 SEED_KEY = re.compile(
     r"/cluster/(nodes/[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
     r"|(frontends|backends|services)/[a-z]([-a-z0-9]{0,61}[a-z0-9])?/meta_data)"
+    r"|/coreos\.com/network/config"
 )
 
 NODE_TYPES = ("ctrl", "worker", "service", "ingress", "registry")
@@ -322,6 +324,18 @@ class _Field:
         for key in self.obj():
             if pattern.fullmatch(key) is None:
                 raise NixInfraError(f"manifest: {self.path}: the key {_show(key)} is not {rule}")
+
+
+def _flannel_config(f: _Field) -> None:
+    """flannel's network config, as lib's mesh.overlayConfig writes it: every node's flannel reads it."""
+    f.obj(("Backend", "Network", "SubnetLen"))
+    f.at("Network").string(CIDR4, "an IPv4 CIDR such as 10.244.0.0/16")
+    f.at("SubnetLen").integer(8, 30)
+    backend = f.at("Backend")
+    backend.obj(("ListenPort", "PersistentKeepaliveInterval", "Type"))
+    backend.at("Type").enum(("wireguard",))
+    backend.at("ListenPort").port()
+    backend.at("PersistentKeepaliveInterval").integer(0, 65535)
 
 
 def _labels(f: _Field) -> dict[str, str]:
@@ -527,9 +541,12 @@ def parse_manifest(data: Any) -> Manifest:
     e.at("initialCluster").string(INITIAL_CLUSTER, "a list of name=https://<IPv4>:<port>, separated by ','")
     _refs(e.at("members"), etcd.members, nodes, "nodes")
     seed = r.at("etcdSeed")
-    seed.names(SEED_KEY, "/cluster/nodes/<node> or /cluster/<group>/<app>/meta_data")
-    for _, value in seed.items():
-        value.obj()
+    seed.names(SEED_KEY, "/cluster/nodes/<node>, /cluster/<group>/<app>/meta_data or /coreos.com/network/config")
+    for key, value in seed.items():
+        if key == FLANNEL_CONFIG_KEY:
+            _flannel_config(value)
+        else:
+            value.obj()
     secrets = r.at("secrets").strings(SECRET_NAME, SECRET_NAME_RULE, unique=True)
     # the cross references the orchestrator follows (a dangling one would be a KeyError later)
     in_waves = [n for w in waves for n in w]

@@ -151,7 +151,7 @@ def test_deploy_from_nothing(
     # etcd was seeded through the SSH tunnel to ctrl001, after ctrl001 and before the others
     seeded = etcd.etcdctl("get", "--prefix", "/cluster/nodes/", "--keys-only").split()
     assert seeded == [f"/cluster/nodes/{n}" for n in ("ctrl001", "svc001", "worker001", "worker002")]
-    assert "etcd seeded: 4 added, 0 changed, 0 removed" in err
+    assert "etcd seeded: 5 added, 0 changed, 0 removed" in err
     assert err.index("etcd seeded") < err.index("batch: svc001")
     facts = cluster.flake / "facts"
     assert sorted(p.name for p in facts.iterdir() if not p.name.startswith(".")) == [
@@ -399,4 +399,4 @@ def test_a_failed_seed_stops_the_rollout_after_the_ctrl_nodes(
     etcd.start()
     code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
     assert code == 0, err
-    assert "etcd seeded: 4 added" in err
+    assert "etcd seeded: 5 added" in err

@@ -69,7 +69,7 @@ def test_seed_writes_exactly_the_manifest_keys_canonically(
     etcd: Etcd, server: EtcdServer, manifest_data: dict[str, Any]
 ) -> None:
     result = seed(etcd, manifest_data["etcdSeed"])
-    assert result.diff.counts() == {"added": 3, "changed": 0, "removed": 0}
+    assert result.diff.counts() == {"added": 4, "changed": 0, "removed": 0}
     stored = everything(server)
     assert stored == {k: canonical(v).decode() for k, v in manifest_data["etcdSeed"].items()}
     assert stored["/cluster/nodes/ctrl001"] == '{"ipv4":"10.10.32.1","name":"ctrl001","services":[]}'
@@ -90,7 +90,8 @@ def test_seed_leaves_instances_and_foreign_keys_and_removes_stale_owned_keys(
     server.etcdctl("put", "/cluster/nodes/worker009", '{"name":"worker009"}')  # a node removed from the flake
     server.etcdctl("put", "/cluster/backends/gone/meta_data", "{}")  # an app removed from the flake
     server.etcdctl("put", "/cluster/custom/thing", "operator data")  # under /cluster, not owned
-    server.etcdctl("put", "/coreos.com/network/config", "flannel's")  # outside /cluster
+    server.etcdctl("put", "/coreos.com/network/configx", "not flannel's config")  # outside /cluster
+    server.etcdctl("put", "/coreos.com/network/subnets/10.244.7.0-24", "a lease")
     server.etcdctl("put", "/cluster/nodes/ctrl001", '{"name": "ctrl001", "ipv4": "10.10.32.1", "services": []}')
     before = everything(server)
 
@@ -99,14 +100,73 @@ def test_seed_leaves_instances_and_foreign_keys_and_removes_stale_owned_keys(
     assert result.diff.counts() == {"added": 0, "changed": 1, "removed": 2}
     after = everything(server)
     assert "/cluster/nodes/worker009" not in after and "/cluster/backends/gone/meta_data" not in after
-    for untouched in (instance, orphan_instance, "/cluster/custom/thing", "/coreos.com/network/config"):
+    foreign = ("/cluster/custom/thing", "/coreos.com/network/configx", "/coreos.com/network/subnets/10.244.7.0-24")
+    for untouched in (instance, orphan_instance, *foreign):
         assert after[untouched] == before[untouched]
     assert after["/cluster/nodes/ctrl001"] == '{"ipv4":"10.10.32.1","name":"ctrl001","services":[]}'
 
 
+def test_seed_writes_flannels_config_restores_it_and_never_removes_it(
+    etcd: Etcd, server: EtcdServer, manifest_data: dict[str, Any]
+) -> None:
+    """The nodes no longer write /coreos.com/network/config (modules/overlay.nix): the seed does, from lib."""
+    key = "/coreos.com/network/config"
+    seed(etcd, manifest_data["etcdSeed"])
+    want = '{"Backend":{"ListenPort":51820,"PersistentKeepaliveInterval":25,"Type":"wireguard"},'
+    want += '"Network":"10.244.0.0/16","SubnetLen":24}'
+    assert everything(server)[key] == want
+    server.etcdctl("put", key, '{"Network":"169.254.0.0/16","Backend":{"Type":"vxlan"}}')  # by hand
+    result = seed(etcd, manifest_data["etcdSeed"])
+    assert result.diff.counts() == {"added": 0, "changed": 1, "removed": 0}
+    assert everything(server)[key] == want
+    # a manifest without it (from an older lib) leaves it alone: every node's flannel needs it
+    older = {k: v for k, v in manifest_data["etcdSeed"].items() if k != key}
+    assert seed(etcd, older).diff.empty
+    assert everything(server)[key] == want
+
+
+FLANNEL_CONFIG_CASES: dict[str, tuple[Any, str]] = {
+    "not an object": ("10.244.0.0/16", "expected an object"),
+    "extra field": ({"SubnetMin": "10.244.1.0"}, "SubnetMin: unknown field"),
+    "network not a CIDR": ({"Network": "10.244.0.0"}, "Network: '10.244.0.0' is not an IPv4 CIDR"),
+    "network with text": ({"Network": "10.244.0.0/16' ; rm -rf /"}, "is not an IPv4 CIDR"),
+    "subnet length": ({"SubnetLen": 31}, "SubnetLen: 31 is not a whole number from 8 to 30"),
+    "backend vxlan": ({"Backend": {"Type": "vxlan", "ListenPort": 51820, "PersistentKeepaliveInterval": 25}}, "Type"),
+    "backend port": ({"Backend": {"Type": "wireguard", "ListenPort": 0, "PersistentKeepaliveInterval": 25}}, "Listen"),
+    "backend missing": ({"Backend": None}, "Backend is missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLANNEL_CONFIG_CASES))
+def test_the_manifest_loader_refuses_a_flannel_config_lib_would_not_write(
+    manifest_data: dict[str, Any], case: str
+) -> None:
+    import copy
+
+    import jsonschema
+
+    from nix_infra.manifest import parse_manifest
+
+    from .conftest import REPO
+
+    change, message = FLANNEL_CONFIG_CASES[case]
+    data = copy.deepcopy(manifest_data)
+    key = "/coreos.com/network/config"
+    if isinstance(change, dict):
+        value = {k: v for k, v in {**data["etcdSeed"][key], **change}.items() if v is not None}
+    else:
+        value = change
+    data["etcdSeed"][key] = value
+    with pytest.raises(NixInfraError, match=message):
+        parse_manifest(data)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, json.loads((REPO / "docs/manifest.schema.json").read_text()))
+    parse_manifest(copy.deepcopy(manifest_data))  # the control: lib's own value loads
+
+
 def test_dry_run_writes_nothing(etcd: Etcd, server: EtcdServer, manifest_data: dict[str, Any]) -> None:
     result = seed(etcd, manifest_data["etcdSeed"], dry_run=True)
-    assert result.diff.counts()["added"] == 3
+    assert result.diff.counts()["added"] == 4
     assert everything(server) == {}
 
 
@@ -195,7 +255,7 @@ def test_cli_seed_dry_run_then_seed_then_noop(
     args = cli_args(server, cluster, tmp_path)
     code, out, _ = run_cli(capsys, "--manifest", str(manifest_file), *args, "seed", "--dry-run")
     assert code == 0
-    assert "+ /cluster/nodes/ctrl001" in out and "3 added, 0 changed, 0 removed (nothing written)" in out
+    assert "+ /cluster/nodes/ctrl001" in out and "4 added, 0 changed, 0 removed (nothing written)" in out
     assert everything(server) == {}
     code, out, _ = run_cli(capsys, "--manifest", str(manifest_file), "--json", *args, "seed")
     assert code == 0
@@ -203,10 +263,10 @@ def test_cli_seed_dry_run_then_seed_then_noop(
     assert "+ user worker001 role nix-infra-node-worker001" in seeded.pop("auth")  # test_etcd_auth.py
     assert seeded | {"seconds": 0} == {
         "dry_run": False,
-        "added": 3,
+        "added": 4,
         "changed": 0,
         "removed": 0,
-        "written": 3,
+        "written": 4,
         "transactions": 1,
         "seconds": 0,
         "add": sorted(json.loads(manifest_file.read_text())["etcdSeed"]),

@@ -140,6 +140,8 @@ def test_after_seeding_a_node_may_write_only_its_own_instance_keys(
         ("del-prefix", "/cluster/nodes/"),
         ("del-prefix", "/cluster/backends/api/instances/"),
         ("put", "/coreos.com/network/other"),
+        ("put", "/coreos.com/network/config"),  # the orchestrator's, seeded from lib
+        ("del", "/coreos.com/network/config"),
         ("put", "/coreos.com/network/subnets"),
         ("get", "/"),
         ("get", "/coreos.com/"),
@@ -151,15 +153,23 @@ def test_after_seeding_a_node_may_write_only_its_own_instance_keys(
 def test_flannel_on_a_node_can_lease_a_subnet_read_the_config_and_watch_the_leases(
     admin: Etcd, worker001: Etcd, manifest: Manifest, server: EtcdServer
 ) -> None:
-    """What flannel v0.28 does with the node's certificate (pkg/subnet/etcd/registry.go), and NixOS's preStart."""
+    """What flannel v0.28 does with the node's certificate (pkg/subnet/etcd/registry.go). The config is the
+    orchestrator's (seeded from lib): the node reads it and may not write it (modules/overlay.nix turns off
+    NixOS's preStart put)."""
     seed_control_plane(admin, manifest)
     env = server.etcdctl_env("nodes/worker001/client")
 
     def etcdctl(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["etcdctl", *args], env=env, capture_output=True, text=True, check=False)
 
-    assert etcdctl("put", "/coreos.com/network/config", '{"Network":"10.244.0.0/16"}').returncode == 0  # preStart
-    assert etcdctl("get", "/coreos.com/network/config").returncode == 0
+    config = etcdctl("get", "/coreos.com/network/config", "--print-value-only")
+    assert config.returncode == 0 and json.loads(config.stdout)["Backend"]["Type"] == "wireguard"
+    hijack = etcdctl("put", "/coreos.com/network/config", '{"Network":"169.254.0.0/16","Backend":{"Type":"vxlan"}}')
+    assert hijack.returncode != 0 and "permission denied" in hijack.stderr
+    assert etcdctl("del", "/coreos.com/network/config").returncode != 0
+    assert json.loads(etcdctl("get", "/coreos.com/network/config", "--print-value-only").stdout) == json.loads(
+        config.stdout
+    )
     lease = etcdctl("lease", "grant", "30").stdout.split()[1]
     key = "/coreos.com/network/subnets/10.244.7.0-24"
     # flannel's createSubnet: put with its lease only if the key is absent
@@ -335,9 +345,9 @@ def test_node_permissions_are_exactly_the_mesh_read_its_keys_and_flannels() -> N
     perms = node_permissions("worker001", [OWN])
     assert sorted(p.describe() for p in perms) == [
         "read /cluster*",
+        "read /coreos.com/network/config",
         "read /coreos.com/network/subnets*",
         "readwrite /cluster/backends/api/instances/worker001",
-        "readwrite /coreos.com/network/config",
         "write /coreos.com/network/subnets/*",
     ]
     assert Perm.prefix("read", "/cluster").range_end == "/clustes"

@@ -187,8 +187,9 @@ MULTI_SPEC = (
 API = "/cluster/backends/api/instances/"
 GOOD_META = canonical(
     {"env": {"HOST": "127.0.0.1", "PATH": "/", "PORT": "5009", "PROTOCOL": "http"}, "env_prefix": "EVIL",
-     "publish": {"port": 5009}}
+     "port": 1, "publish": {"port": 5009}}
 ).decode()  # fmt: skip
+W9_RECORD = {"/cluster/nodes/worker009": '{"ipv4":"10.10.64.9","name":"worker009","services":[]}'}
 
 HOSTILE: dict[str, dict[str, str]] = {
     "instance not JSON": {API + "worker009": "not json at all"},
@@ -217,6 +218,32 @@ HOSTILE: dict[str, dict[str, str]] = {
     },
     "instance key not a name": {API + "Pwn x": '{"ipv4":"10.10.64.9","node":"Pwn x","port":8080}'},
     "instance not canonical JSON": {API + "worker009": '{"node": "worker009", "ipv4": "10.10.64.9", "port": 8080}'},
+    "instance of a node without a record": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":8080}'},
+    "instance of a node whose record is not JSON": {
+        API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":8080}',
+        "/cluster/nodes/worker009": "{{ not json",
+    },
+    "instance not at its node's address": {
+        **W9_RECORD,
+        API + "worker009": '{"ipv4":"169.254.169.254","node":"worker009","port":8080}',
+    },
+    "instance at a prefix of its node's address": {
+        "/cluster/nodes/worker009": '{"ipv4":"10.10.64.19","name":"worker009","services":[]}',
+        API + "worker009": '{"ipv4":"10.10.64.1","node":"worker009","port":8080}',
+    },
+    "instance of a node whose record names another node": {
+        "/cluster/nodes/worker009": '{"ipv4":"10.10.64.9","name":"worker001","services":[]}',
+        API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":8080}',
+    },
+    "instance not on the app's port": {
+        **W9_RECORD,
+        API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":22}',
+    },
+    "instance of an app whose meta_data has no port": {
+        **W9_RECORD,
+        "/cluster/backends/evil/meta_data": GOOD_META.replace('"port":1,', ""),
+        "/cluster/backends/evil/instances/worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":1}',
+    },
     "meta not JSON": {"/cluster/backends/evil/meta_data": "{{ not json"},
     "meta publish port 0": {"/cluster/backends/evil/meta_data": GOOD_META.replace("5009}", "0}")},
     "meta publish port 70000": {"/cluster/backends/evil/meta_data": GOOD_META.replace("5009}", "70000}")},
@@ -260,16 +287,42 @@ def test_servers_are_named_after_the_key_and_a_good_extra_app_renders(
     """The control case of the hostile ones: the same records, well-formed, are rendered."""
     snap, template = multi
     extra = {
-        API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":65535}',
+        **W9_RECORD,
+        API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":8080}',
         "/cluster/backends/evil/meta_data": GOOD_META,
         "/cluster/backends/evil/instances/worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":1}',
     }
     config = render(renderer, template, {**snap, **extra}, tmp_path)
     haproxy_check(config, tmp_path)
     assert frontends(config)["backends_evil"] == "127.0.0.1:5009"
-    assert servers(config, "backends_api_instances") == ["10.10.64.1:8080", "10.10.64.2:8080", "10.10.64.9:65535"]
-    assert "server worker009 10.10.64.9:65535 check" in config
+    assert servers(config, "backends_api_instances") == ["10.10.64.1:8080", "10.10.64.2:8080", "10.10.64.9:8080"]
+    assert servers(config, "backends_evil_instances") == ["10.10.64.9:1"]
+    assert "server worker009 10.10.64.9:8080 check" in config
     assert "mode http" in config.split("backend backends_evil_instances", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"ipv4":"169.254.169.254","node":"worker001","port":80}',  # the metadata service
+        '{"ipv4":"169.254.169.254","node":"worker001","port":8080}',
+        '{"ipv4":"127.0.0.1","node":"worker001","port":8080}',  # the consumer's own loopback
+        '{"ipv4":"10.10.64.2","node":"worker001","port":8080}',  # another node's address
+        '{"ipv4":"10.10.64.1","node":"worker001","port":22}',  # its own address, another port
+        '{"ipv4":"10.10.64.1","node":"worker001","port":2379}',
+    ],
+)
+def test_a_node_cannot_reroute_consumers_with_its_own_instance_key(
+    renderer: Path, tmp_path: Path, multi: tuple[dict[str, str], str], value: str
+) -> None:
+    """worker001's certificate may write its own instance key; a value pointing anywhere but its node's
+    admin-written address and the app's port is skipped, and the other instance keeps serving."""
+    snap, template = multi
+    config = render(renderer, template, {**snap, API + "worker001": value}, tmp_path)
+    haproxy_check(config, tmp_path)
+    assert frontends(config) == {"services_cache": "127.0.0.1:5003", "backends_api": "127.0.0.1:5001"}
+    assert servers(config, "backends_api_instances") == ["10.10.64.2:8080"]
+    assert servers(config, "services_cache_instances") == ["10.10.64.1:6379"]
 
 
 @pytest.mark.parametrize(
