@@ -212,7 +212,8 @@ def test_ssh_node(repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: p
         return
     [argv] = calls
     assert node in ("ctrl001", "worker001")
-    assert argv[-2:] == ["--", shlex.join(["uptime; id"])]  # the command is one quoted word after --
+    # the node's shell runs the joined words (as OpenSSH), handed over as one quoted word after --
+    assert argv[-2:] == ["--", shlex.join(["/bin/sh", "-c", "uptime; id"])]
     STATS.add("ssh NODE", "accepted")
 
 
