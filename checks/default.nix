@@ -6,7 +6,11 @@
 { pkgs, self, infraLib, disko }:
 let
   inherit (pkgs) lib;
-  results = import ../lib/tests;
+  clusterChecks = import ./cluster-flake-checks.nix {
+    inherit pkgs;
+    nixosConfigurations = { };
+    manifest = example.manifest;
+  };
   example = infraLib.evalCluster (import ../lib/example.nix);
 
   # every node system of the example clusters, as their flakes build them
@@ -28,24 +32,10 @@ let
   );
 in
 {
-  # Evaluated at check time (as flake-parts dev/tests): a failure names the tests.
-  lib-tests =
-    if results.failures == [ ] then
-      pkgs.runCommand "nix-infra-lib-tests" { } "echo ${toString results.total} lib tests passed > $out"
-    else
-      throw "nix-infra lib tests failed: ${builtins.toJSON results.failures}";
-
-  example-manifest =
-    pkgs.runCommand "nix-infra-example-manifest"
-      {
-        nativeBuildInputs = [ pkgs.check-jsonschema ];
-        manifest = builtins.toJSON example.manifest;
-        passAsFile = [ "manifest" ];
-      }
-      ''
-        check-jsonschema --schemafile ${../docs/manifest.schema.json} "$manifestPath"
-        cp "$manifestPath" $out
-      '';
+  # the lib's named tests and the example manifest against its schema: the same checks a
+  # cluster flake gets from mkClusterFlake (cluster-flake-checks.nix)
+  inherit (clusterChecks) lib-tests;
+  example-manifest = clusterChecks.manifest-schema;
 
   # Evaluates every node's toplevel (not built): option typos, missing
   # options, failed assertions all fail here.
