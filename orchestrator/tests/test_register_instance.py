@@ -20,7 +20,7 @@ from .etcd_server import ClusterPki, EtcdServer, make_cluster_pki
 
 SCRIPT = REPO / "modules" / "scripts" / "register-instance.sh"
 KEY = "/cluster/backends/api/instances/worker001"
-TTL = 5  # renewed every INTERVAL: a renewal may be seconds late under load and the key lives on
+TTL = 10  # renewed every INTERVAL: a renewal may be seconds late under load and the key lives on
 INTERVAL = 1
 # Deadlines only bound a hang: every assertion is about what happens, never how fast, so the tests
 # hold on a loaded machine (etcdctl alone can take seconds to start there).
@@ -82,6 +82,26 @@ class Registration:
             self.proc.wait()
 
 
+def wait_for_renewal(server: EtcdServer, lease: str) -> None:
+    """Returns once etcd shows `lease` renewed: its remaining TTL went up between two looks.
+
+    Proof of a keep-alive that does not depend on how fast the machine is (only DEADLINE bounds it)."""
+    import re
+
+    def remaining() -> int:
+        out = server.etcdctl("lease", "timetolive", lease)
+        m = re.search(r"remaining\((-?\d+)s\)", out)
+        assert m and int(m.group(1)) >= 0, f"lease {lease} is gone: {out}"
+        return int(m.group(1))
+
+    deadline = time.monotonic() + DEADLINE
+    low = remaining()
+    while (now := remaining()) <= low:
+        assert time.monotonic() < deadline, f"lease {lease} was never renewed"
+        low = now
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def registration(server: EtcdServer, tmp_path: Path) -> Iterator[Registration]:
     server.etcdctl("del", "--prefix", "/")
@@ -99,9 +119,10 @@ def test_registers_only_once_healthy_and_keeps_the_lease_alive(registration: Reg
     registration.health.touch()
     registration.wait_for(True, DEADLINE)
     assert json.loads(registration.value() or "") == {"ipv4": "10.10.64.1", "node": "worker001", "port": 8080}
-    time.sleep(TTL + 1)  # beyond one TTL: the lease is being renewed
+    (lease,) = registration.leases()
+    wait_for_renewal(registration.server, lease)
     assert registration.value() is not None
-    assert len(registration.leases()) == 1
+    assert registration.leases() == [lease]
 
 
 def test_sigkill_lets_the_key_vanish_within_the_ttl(registration: Registration) -> None:
@@ -137,7 +158,7 @@ def test_sigterm_deregisters_at_once(registration: Registration) -> None:
     registration.wait_for(True, DEADLINE)
     assert registration.proc is not None
     registration.proc.terminate()
-    assert registration.proc.wait(5) == 0
+    assert registration.proc.wait(DEADLINE) == 0
     assert registration.value() is None
     assert registration.leases() == []
 
@@ -184,7 +205,11 @@ def lease_of(server: EtcdServer) -> int:
 
 
 def test_a_deleted_key_is_put_back_under_the_same_lease(registration: Registration, server: EtcdServer) -> None:
-    """`etcdctl del` of the key while the instance is healthy: repaired within an interval or so."""
+    """`etcdctl del` of the key while the instance is healthy: repaired within an interval or so.
+
+    The lease cannot expire during the test (LONG_TTL), so "the same lease" does not depend on how
+    fast a loaded machine renews it."""
+    registration.ttl = LONG_TTL
     registration.health.touch()
     registration.start()
     registration.wait_for(True, DEADLINE)
@@ -199,6 +224,11 @@ def test_a_deleted_key_is_put_back_under_the_same_lease(registration: Registrati
 def test_an_overwritten_or_detached_key_is_put_back_under_its_lease(
     registration: Registration, server: EtcdServer
 ) -> None:
+    """A key put without a lease would outlive the instance; the script puts it back under its own.
+
+    The lease cannot expire during the test (LONG_TTL): a renewal that is late on a loaded machine
+    would otherwise (rightly) register again under a new lease, and "its lease" would be a race."""
+    registration.ttl = LONG_TTL
     registration.health.touch()
     registration.start()
     registration.wait_for(True, DEADLINE)
@@ -209,11 +239,14 @@ def test_an_overwritten_or_detached_key_is_put_back_under_its_lease(
     while registration.value() != right or lease_of(server) != int(lease, 16):
         assert time.monotonic() < deadline, f"not repaired; log:\n{registration.log.read_text()}"
         time.sleep(0.1)
-    # SIGKILL: the key goes with the lease, as it should
+    assert registration.leases() == [lease]
+    # SIGKILL, then the lease ends (here: revoked, standing in for its expiry): the key goes with it
     assert registration.proc is not None
     registration.proc.kill()
     registration.proc.wait()
-    registration.wait_for(False, TTL + DEADLINE)
+    assert registration.value() == right  # held by the lease alone now
+    server.etcdctl("lease", "revoke", lease)
+    assert registration.value() is None
 
 
 def test_registration_works_under_etcd_rbac(tmp_path: Path) -> None:
@@ -232,13 +265,14 @@ def test_registration_works_under_etcd_rbac(tmp_path: Path) -> None:
         registration.start()
         try:
             registration.wait_for(True, DEADLINE)
-            time.sleep(TTL + 1)  # renewed beyond one TTL
+            (lease,) = registration.leases()
+            wait_for_renewal(server, lease)  # renewed with the node's certificate
             assert registration.value() is not None
             server.etcdctl("del", KEY)
             registration.wait_for(True, DEADLINE)
             assert registration.proc is not None
             registration.proc.terminate()
-            assert registration.proc.wait(10) == 0
+            assert registration.proc.wait(DEADLINE) == 0
             assert registration.value() is None
             assert registration.leases() == []  # revoked with the node's certificate
             assert "failed" not in registration.log.read_text()
