@@ -5,7 +5,9 @@ run lock (nix_infra.lock) cannot see the other checkout, etcd can. The lock is t
 `/nix-infra/locks/deploy`, put under a lease that this process keeps alive; it is taken with a
 transaction that succeeds only when the key does not exist. When the holder dies, its lease
 expires (LEASE_SECONDS) and the key goes with it. `deploy --break-lock` takes over a key whose
-holder is known to be gone. Only the admin certificate (root role) may touch `/nix-infra/`:
+holder is known to be gone; a holder that ran on this very machine (same machine id) and whose
+process has ended is overruled without it (a SIGKILLed deploy does not make the next one wait for
+its lease). Only the admin certificate (root role) may touch `/nix-infra/`:
 node roles reach nothing outside their own keys under /cluster (docs/etcd.md).
 
 Each deploy also leaves a small record under `/nix-infra/deploys/`: who, when, what; the
@@ -62,7 +64,9 @@ def deploy_lock(
     try:
         if not etcd.transaction([tx.create(DEPLOY_LOCK_KEY) == 0], [tx.put(DEPLOY_LOCK_KEY, value, lease)]):
             raw, meta = client.get(DEPLOY_LOCK_KEY)
-            if not break_lock:
+            held_by = Holder.from_text(raw.decode("utf-8", "replace")) if raw is not None else None
+            gone = held_by is not None and held_by.is_gone()
+            if not break_lock and not gone:
                 raise DeployLocked(
                     f"another deploy of this cluster is running: {_holder_of(raw)} holds {DEPLOY_LOCK_KEY} in etcd. "
                     f"Wait for it to finish (the lock expires {ttl} s after its holder stops), or, if you know "
@@ -72,7 +76,11 @@ def deploy_lock(
             compare = [tx.mod(DEPLOY_LOCK_KEY) == revision] if meta is not None else [tx.create(DEPLOY_LOCK_KEY) == 0]
             if not etcd.transaction(compare, [tx.put(DEPLOY_LOCK_KEY, value, lease)]):
                 raise DeployLocked(f"{DEPLOY_LOCK_KEY} changed while breaking it; nothing was done, run deploy again")
-            log.warning("took over the deploy lock from %s (--break-lock)", _holder_of(raw))
+            log.warning(
+                "took over the deploy lock from %s (%s)",
+                _holder_of(raw),
+                "--break-lock" if break_lock else "that process has ended; it ran on this machine",
+            )
     except BaseException:
         _revoke(lease)
         raise

@@ -19,6 +19,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -46,9 +47,15 @@ class Holder:
     user: str
     command: str
     since: str  # UTC, ISO 8601
+    machine: str = ""  # machine_id() of the holder ("" when unknown): host names repeat, boot ids do not
 
     def to_json(self) -> dict[str, object]:
-        return {"pid": self.pid, "host": self.host, "user": self.user, "command": self.command, "since": self.since}
+        data: dict[str, object] = {
+            "pid": self.pid, "host": self.host, "user": self.user, "command": self.command, "since": self.since
+        }  # fmt: skip
+        if self.machine:
+            data["machine"] = self.machine
+        return data
 
     def describe(self) -> str:
         return f"`{self.command}` (pid {self.pid} on {self.host}, user {self.user}, since {self.since})"
@@ -67,7 +74,39 @@ class Holder:
             return None
         # printable only: the text comes from a file anyone with write access to the repo can edit
         clean = ["".join(c if c.isprintable() else "?" for c in str(v))[:200] for v in (host, user, command, since)]
-        return cls(pid, clean[0], clean[1], clean[2], clean[3])
+        machine = data.get("machine")
+        machine = machine if isinstance(machine, str) and _MACHINE_ID.fullmatch(machine) else ""
+        return cls(pid, clean[0], clean[1], clean[2], clean[3], machine)
+
+    def is_gone(self) -> bool:
+        """True only when this holder is known to have ended: it ran on this very machine, in this
+        pid namespace (same `machine`), and its pid is no longer running. Anything unsure -- another
+        machine, no machine id, a pid now used by another process -- is False: only a holder we can
+        see is dead is overruled (a reused pid only means waiting for the holder's lease to expire)."""
+        if not self.machine or self.machine != machine_id() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # EPERM: it exists, owned by someone else
+            return False
+        return False
+
+
+_MACHINE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/[0-9]{1,20}")
+
+
+def machine_id() -> str:
+    """Where a pid names one process: this boot of this kernel (its random boot id, so cloned
+    machines and reboots differ) and this process's pid namespace (containers differ), as
+    `<boot id>/<pid namespace inode>`; "" when either is unknown."""
+    try:
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+    return f"{boot}/{pidns}" if _MACHINE_ID.fullmatch(f"{boot}/{pidns}") else ""
 
 
 def me(command: str) -> Holder:
@@ -76,7 +115,7 @@ def me(command: str) -> Holder:
     except (KeyError, OSError):
         user = str(os.getuid())
     now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    return Holder(os.getpid(), socket.gethostname(), user, command, now)
+    return Holder(os.getpid(), socket.gethostname(), user, command, now, machine_id())
 
 
 def lock_path(repo: Path) -> Path:

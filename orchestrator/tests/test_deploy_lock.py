@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from nix_infra.deploylock import DEPLOY_LOCK_KEY, DeployLocked, deploy_lock, deploy_records
 from nix_infra.errors import NixInfraError
 from nix_infra.etcd import Etcd
-from nix_infra.lock import Holder
+from nix_infra.lock import Holder, me
 
 from .conftest import example_manifest_data
 from .etcd_server import ClusterPki, EtcdServer, make_cluster_pki
@@ -68,6 +70,53 @@ def test_a_second_deploy_is_refused_naming_the_holder_and_break_lock_takes_over(
     assert lock_value(admin) is None  # released at the end
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def put_held(etcd: Etcd, who: Holder) -> None:
+    """The lock as a SIGKILLed deploy leaves it: held under a lease that has minutes left."""
+    lease = etcd.client.lease(600)
+    etcd.client.put(DEPLOY_LOCK_KEY, json.dumps(who.to_json()), lease)
+
+
+def test_a_dead_holder_on_this_machine_is_overruled_without_break_lock(admin: Etcd) -> None:
+    """A SIGKILLed deploy's lock would refuse the next deploy until its lease expires; when it ran
+    on this machine and its process is gone, the next deploy takes the lock over at once."""
+    dead = dataclasses.replace(me("nix-infra deploy"), pid=dead_pid())
+    put_held(admin, dead)
+    with deploy_lock(admin, holder(5, "vm"), {}):
+        value = lock_value(admin)
+        assert value is not None and value["pid"] == 5
+    assert lock_value(admin) is None
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        pytest.param(lambda: dataclasses.replace(me("x"), pid=os.getpid()), id="alive-here"),
+        pytest.param(lambda: dataclasses.replace(me("x"), pid=dead_pid(), machine=""), id="no-machine-id"),
+        pytest.param(
+            lambda: dataclasses.replace(
+                me("x"), pid=dead_pid(), machine="00000000-0000-4000-8000-000000000000/4026531836"
+            ),
+            id="another-boot-or-machine",
+        ),
+        pytest.param(
+            lambda: dataclasses.replace(me("x"), pid=dead_pid(), machine=me("x").machine.split("/")[0] + "/1"),
+            id="another-pid-namespace",
+        ),
+    ],
+)
+def test_a_holder_not_known_to_be_dead_still_refuses(admin: Etcd, who: Callable[[], Holder]) -> None:
+    put_held(admin, who())
+    with pytest.raises(DeployLocked, match="--break-lock"), deploy_lock(admin, holder(6), {}):
+        pass
+
+
 def test_each_deploy_is_recorded_with_its_result(admin: Etcd) -> None:
     with deploy_lock(admin, holder(1), {"nodes": ["worker001"], "flake": "."}):
         assert deploy_records(admin)[-1]["result"] == "running"
@@ -89,7 +138,7 @@ def test_the_lock_expires_when_its_holder_dies(
         "from nix_infra.deploylock import deploy_lock\n"
         "from nix_infra.lock import me\n"
         "tls = TlsMaterial(*(Path(p).read_bytes() for p in sys.argv[2:5]))\n"
-        "with Etcd(sys.argv[1], tls) as etcd, deploy_lock(etcd, me('nix-infra deploy'), {}, ttl=3):\n"
+        "with Etcd(sys.argv[1], tls) as etcd, deploy_lock(etcd, me('nix-infra deploy'), {}, ttl=10):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(600)\n"
     )
@@ -98,7 +147,16 @@ def test_the_lock_expires_when_its_holder_dies(
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"locked\n"
-        time.sleep(4)  # longer than the TTL: the keep-alive holds it
+        # the keep-alive holds it: etcd shows the lease's remaining TTL going up (no race with a sleep)
+        _, meta = admin.client.get(DEPLOY_LOCK_KEY)
+        assert meta is not None
+        lease_id = meta.lease_id
+        low = admin.client.get_lease_info(lease_id).TTL
+        deadline = time.monotonic() + DEADLINE
+        while (now := admin.client.get_lease_info(lease_id).TTL) <= low:
+            assert now > 0 and time.monotonic() < deadline, "the holder's lease was never renewed"
+            low = now
+            time.sleep(0.2)
         value = lock_value(admin)
         assert value is not None and value["pid"] == proc.pid
         proc.send_signal(signal.SIGKILL)
