@@ -313,9 +313,13 @@ def plan_cmd(opts: Options) -> None:
 
     Compares the manifest with what the Hetzner project holds (only resources
     labelled nix-infra/cluster=<cluster> are ever changed) and prints the
-    creates, updates and deletes per resource. Exit status: 0 when nothing
-    would change, 2 when something would (as terraform plan
-    -detailed-exitcode), 1 on errors.
+    creates, updates and deletes per resource, and the problems that would
+    stop provision (a name taken outside the cluster, a server type or
+    location that differs from the manifest). Exit status: 0 when nothing
+    would change and there is no problem, 2 when
+    something would change or a problem is listed (as terraform plan
+    -detailed-exitcode; a plan of problems alone also exits 2, so a script
+    that provisions on 2 must read them first), 1 on errors.
 
     \b
     Examples:
