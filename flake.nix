@@ -117,7 +117,7 @@
             pkgs.git # the path check lists the tracked .nix files
             pkgs.etcd # etcd and etcdctl: the control-plane tests, the registration script
             pkgs.haproxy # haproxy -c on the rendered mesh configuration
-            pkgs.go # builds tests/confd_render
+            pkgs.go # bin/setup builds confd and flanneld into .tools/bin
             pkgs.openssh # ssh and sshd: the deploy tests' fake nodes
             pkgs.util-linux # unshare: the fake nodes' mount namespaces
             pkgs.age # the store's files decrypt with the age tool

@@ -5,8 +5,8 @@
 # every group the node consumes (read from its own record
 # /cluster/nodes/<self>), balancing across the app's registered instances.
 # The template is generated here, next to the data model it reads (mesh.nix),
-# so the two cannot drift; tests render it with Go's text/template from an etcd
-# snapshot and check the result with `haproxy -c`.
+# so the two cannot drift; tests render it with the real confd from a real etcd
+# and check the result with `haproxy -c`.
 let
   mesh = import ./mesh.nix;
   constants = import ./constants.nix;

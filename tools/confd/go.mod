@@ -1,0 +1,41 @@
+module github.com/kelseyhightower/confd
+
+go 1.16
+
+require (
+	github.com/BurntSushi/toml v0.3.0
+	github.com/aws/aws-sdk-go v1.13.41
+	github.com/coreos/etcd v3.3.4+incompatible
+	github.com/coreos/go-semver v0.2.0
+	github.com/fsnotify/fsnotify v1.4.7
+	github.com/garyburd/redigo v1.6.0
+	github.com/go-ini/ini v1.36.0
+	github.com/gogo/protobuf v1.0.0
+	github.com/golang/protobuf v1.1.0
+	github.com/golang/snappy v0.0.1
+	github.com/hashicorp/consul v1.0.7
+	github.com/hashicorp/errwrap v1.0.0
+	github.com/hashicorp/go-cleanhttp v0.5.0
+	github.com/hashicorp/go-multierror v1.0.0
+	github.com/hashicorp/go-rootcerts v1.0.0
+	github.com/hashicorp/go-sockaddr v1.0.0
+	github.com/hashicorp/hcl v1.0.0
+	github.com/hashicorp/serf v0.8.1
+	github.com/hashicorp/vault v0.10.1
+	github.com/jmespath/go-jmespath v0.0.0-20160202185014-0b12d6b521d8
+	github.com/kelseyhightower/memkv v0.1.1
+	github.com/mitchellh/go-homedir v1.0.0
+	github.com/mitchellh/mapstructure v1.0.0
+	github.com/ryanuber/go-glob v1.0.0
+	github.com/samuel/go-zookeeper v0.0.0-20180130194729-c4fab1ac1bec
+	github.com/sirupsen/logrus v1.0.5
+	github.com/ugorji/go v1.1.1
+	github.com/xordataexchange/crypt v0.0.3-0.20170626215501-b2862e3d0a77
+	golang.org/x/crypto v0.1.0
+	golang.org/x/net v0.1.0
+	golang.org/x/sys v0.1.0
+	golang.org/x/text v0.4.0
+	google.golang.org/genproto v0.0.0-20180817151627-c66870c02cf8
+	google.golang.org/grpc v1.11.3
+	gopkg.in/yaml.v2 v2.2.1
+)
