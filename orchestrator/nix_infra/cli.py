@@ -24,6 +24,7 @@ from nix_infra.deploy import (
     DeployOptions,
     NodeOutcome,
     SshSettings,
+    generation_name,
     human_size,
     ssh_target,
     summary_rows,
@@ -667,6 +668,20 @@ class EventPrinter:
             )
         elif kind == "settled":
             console.print(f"{node:>14}  activation {event['token']}: {event['status']}", markup=False)
+        elif kind == "cache" and event.get("hits"):
+            console.print(
+                f"{node:>14}  {len(event['hits'])} node(s) with the sources of their last deploy: not evaluated "
+                "or built (--no-cache builds them)",
+                markup=False,
+            )
+        elif kind == "cache-stale":
+            console.print(
+                f"{node:>14}  runs {generation_name(event.get('running'))}, not {generation_name(event['recorded'])} "
+                "(its last deploy's): building and deploying it",
+                markup=False,
+            )
+        elif kind == "cache-skipped":
+            console.print(f"{node:>14}  not recorded in the deploy cache: {event['reason']}", style="yellow")
 
 
 def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console, what: str = "deploy") -> None:
@@ -769,10 +784,6 @@ def deploy_cmd(
       nix-infra deploy --on @worker --batch-size 2
       nix-infra --json deploy --on ctrl001,worker001 | jq -c .
     """
-    from nix_infra.hetzner.apply import Applier, problems_error
-    from nix_infra.hetzner.model import read_actual
-    from nix_infra.hetzner.render import render_plan
-
     console = progress_printer()
     cache = None if no_cache or cache_disabled(os.environ) else cache_use(opts.repo_dir(), opts.flake, os.environ)
     planned = _deploy_manifest(opts, cache)
@@ -791,7 +802,11 @@ def deploy_cmd(
     click.get_current_context().with_resource(
         cluster_deploy_lock(opts, planned, targets, "nix-infra deploy", break_lock)
     )
-    if not no_provision:
+    if not no_provision:  # the Hetzner layer is imported here: a fifth of a second a --no-provision deploy saves
+        from nix_infra.hetzner.apply import Applier, problems_error
+        from nix_infra.hetzner.model import read_actual
+        from nix_infra.hetzner.render import render_plan
+
         client, desired = opts.hetzner(planned)
         actual, p = current_plan(client, desired)
         if p.problems:
