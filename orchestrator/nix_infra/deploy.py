@@ -1,7 +1,9 @@
 """The deploy pipeline: build every system once, copy in parallel, activate in
 health-gated waves with magic rollback.
 
-  build     one `nix build` of every target's system, on this machine
+  build     one `nix build` of every target's system, on this machine; a node
+            whose sources are unchanged since its last successful deploy is
+            not evaluated or built (deploycache.py), only probed
   copy      `nix copy --to ssh-ng://` to each node, --parallel at a time, retried
   activate  by the manifest's waves: each ctrl node alone, then the rest in
             batches of --batch-size; a node already running its new system is
@@ -178,7 +180,7 @@ class Deployer:
     # the no-op cache (deploycache.py): None evaluates and builds every node
     cache: CacheUse | None = None
     # set when the sources changed while Nix read them: this run records nothing
-    _record: bool = True
+    recording: bool = True
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -611,13 +613,13 @@ class Deployer:
                 self.emit("cache-stale", n.name, recorded=cached[n.name], running=current[n.name])
             systems |= self.build(stale)
         if self.cache is not None and (missing or stale) and not self.cache.still_valid():
-            self._record = False
+            self.recording = False
             self.emit("cache-skipped", reason="the flake's files changed while they were evaluated")
         return systems, current
 
     def remember(self, outcomes: Iterable[NodeOutcome]) -> None:
         """Record the system each verified node now runs (ok outcomes), keyed by this run's sources."""
-        if self.cache is None or not self._record:
+        if self.cache is None or not self.recording:
             return
         self.cache.store.record(
             {

@@ -329,3 +329,38 @@ def test_a_crash_before_the_cache_write_is_no_false_noop(
     systems(cluster, 2)
     assert deploy(cluster, capsys) == {"ctrl001": "switched", "worker001": "switched"}
     assert {n: cluster.server(n).current_system() for n in NODES} == new
+
+
+@pytestmark_fleet
+def test_files_edited_while_nix_reads_them_record_nothing(
+    small: tuple[Cluster, NixLog], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nix_infra.deploy import Deployer
+
+    cluster, nix = small
+    assert cluster.cli(capsys, "deploy")[0] == 0
+    deploy(cluster, capsys)
+    # generation 2 is set when the run starts; the operator sets generation 3 while Nix builds,
+    # and goes back to 2 afterwards: what was built (3) must not be recorded as what 2 makes
+    g2 = systems(cluster, 2)
+    g3 = systems(cluster, 3)
+    from .fleet import set_generation
+
+    set_generation(cluster.flake, 2)
+    build = Deployer.build
+
+    def edited_meanwhile(self: Deployer, nodes: list[object]) -> dict[str, str]:
+        set_generation(cluster.flake, 3)
+        return build(self, nodes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Deployer, "build", edited_meanwhile)
+    code, out, err = cluster.cli(capsys, "--json", "deploy", "--no-provision")
+    assert code == 0, err
+    assert any(json.loads(line).get("event") == "cache-skipped" for line in out.splitlines() if line.startswith("{"))
+    assert {n: cluster.server(n).current_system() for n in NODES} == g3
+    monkeypatch.setattr(Deployer, "build", build)
+    set_generation(cluster.flake, 2)
+    nix.take()
+    assert deploy(cluster, capsys) == dict.fromkeys(NODES, "switched")
+    assert {n: cluster.server(n).current_system() for n in NODES} == g2
+    assert any("build" in argv for argv in nix.work())
