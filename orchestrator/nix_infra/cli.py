@@ -785,7 +785,7 @@ def deploy_cmd(
       nix-infra --json deploy --on ctrl001,worker001 | jq -c .
     """
     console = progress_printer()
-    cache = None if no_cache or cache_disabled(os.environ) else cache_use(opts.repo_dir(), opts.flake, os.environ)
+    cache = None if no_cache or cache_disabled(os.environ) else cache_use(opts.state_dir(), opts.flake, os.environ)
     planned = _deploy_manifest(opts, cache)
     # before anything in the cloud or on a node is touched: every secret there, and it decrypts
     from nix_infra.cli_secrets import needed_secrets

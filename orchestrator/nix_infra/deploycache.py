@@ -20,7 +20,8 @@ The source key (`source_key`, hex SHA-256) covers what decides a node's system p
                        (github:..., or git+file: with ref=/rev=) has no key: always evaluated
 
 The cache lives in the cluster repo's state directory, `.nix-infra/deployed.json` (the run
-lock's directory: never committed), written whole or not at all (files.write_atomically):
+lock's directory: never committed; a running sandbox's in `.nix-infra/sandbox/`, removed with
+it), written whole or not at all (files.write_atomically):
 
   {"version": 1,
    "nodes": {NODE: {"key": HEX, "system": "/nix/store/...", "recorded": ISO-8601 UTC}},
@@ -281,11 +282,12 @@ def node_key(key: str, node: str, system_attr: str) -> str:
 
 
 class DeployCache:
-    """`.nix-infra/deployed.json` of a cluster repo (module doc); thread-safe within a process,
-    written only while the repo's run lock is held (deploy holds it)."""
+    """`deployed.json` in a state directory (module doc): the cluster repo's `.nix-infra/`, or a
+    running sandbox's `.nix-infra/sandbox/` (its servers, gone with `sandbox down`). Thread-safe
+    within a process, written only while the repo's run lock is held (deploy holds it)."""
 
-    def __init__(self, repo: Path) -> None:
-        self.path = repo / LOCK_DIR / CACHE_FILE
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / CACHE_FILE
         self._lock = threading.Lock()
 
     def _read(self) -> dict[str, Any]:
@@ -374,10 +376,10 @@ class CacheUse:
         return self.rekey() == self.key
 
 
-def cache_use(repo: Path, flake: str, environ: Mapping[str, str]) -> CacheUse | None:
-    """The cache of the cluster repo at `repo` for the local flake `flake`; None when the flake is
-    not a local tree (nothing to key it by)."""
+def cache_use(state_dir: Path, flake: str, environ: Mapping[str, str]) -> CacheUse | None:
+    """The cache in `state_dir` for the local flake `flake`; None when the flake is not a local
+    tree (nothing to key it by)."""
     key = source_key(flake, environ)
     if key is None:
         return None
-    return CacheUse(DeployCache(repo), key, lambda: source_key(flake, environ))
+    return CacheUse(DeployCache(state_dir), key, lambda: source_key(flake, environ))
