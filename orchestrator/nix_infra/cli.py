@@ -770,12 +770,13 @@ def deploy_cmd(
     every target runs its new system and is healthy, and etcd is seeded.
 
     A no-op deploy does no work: when the flake's files (those Nix sees: the
-    tracked files of a git flake, every file of a path: flake), flake.lock,
-    nix-infra, Nix and the NIX_INFRA_* settings are what they were at a node's
-    last successful deploy, the manifest and that node's system are neither
-    evaluated nor built; one connection checks that the node still runs the
-    system recorded then (.nix-infra/deployed.json), and a node that runs
-    anything else is built and deployed again. --no-cache (or
+    tracked files of a git flake, every file of a path: flake), its lock, the
+    versions of this program and of Nix, and the NIX_INFRA_* settings (but
+    timeouts and poll intervals) are what they were at a node's last successful
+    deploy, the manifest and that node's system are neither evaluated nor
+    built; one connection checks that the node still runs the system recorded
+    then (.nix-infra/deployed.json), and a node that runs anything else is
+    built and deployed again. --no-cache (or
     NIX_INFRA_NO_CACHE=1) evaluates and builds everything.
 
     \b
