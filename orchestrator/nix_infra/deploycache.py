@@ -163,7 +163,8 @@ def git_files(root: Path) -> list[str]:
 
 
 def tree_files(root: Path, skip_top: Iterable[str] = ()) -> list[str]:
-    """Every file and symlink under `root`, relative, sorted; top-level names in `skip_top` left out."""
+    """Every file, symlink and directory under `root` (Nix copies empty directories too), relative,
+    sorted; top-level names in `skip_top` left out."""
     skipped = set(skip_top)
     found: list[str] = []
     for directory, dirs, names in os.walk(root):
@@ -174,7 +175,7 @@ def tree_files(root: Path, skip_top: Iterable[str] = ()) -> list[str]:
         # a symlink to a directory is a symlink (Nix copies the link, not its target)
         links = [d for d in dirs if os.path.islink(os.path.join(directory, d))]
         dirs[:] = [d for d in dirs if d not in links]
-        found += [n if rel == "." else f"{rel}/{n}" for n in (*names, *links)]
+        found += [n if rel == "." else f"{rel}/{n}" for n in (*names, *links, *dirs)]
     return sorted(found)
 
 

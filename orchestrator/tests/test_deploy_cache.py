@@ -54,6 +54,7 @@ def test_path_flake_key_covers_every_file_but_the_run_state(tmp_path: Path) -> N
         lambda: (flake / "sub" / "cluster.nix").chmod(0o755),
         lambda: (flake / "flake.lock").write_text('{"nodes": {"root": {}}, "root": "root", "version": 7 }\n'),
         lambda: (flake / "link").symlink_to("sub"),
+        lambda: (flake / "empty").mkdir(),  # an empty directory is in the tree Nix copies
     ):
         change()
         changed = source_key(str(flake), ENV)
