@@ -42,6 +42,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 import os
 import platform
 import stat
@@ -58,6 +59,8 @@ from nix_infra.errors import NixInfraError
 from nix_infra.files import write_atomically
 from nix_infra.lock import LOCK_DIR
 from nix_infra.process import run
+
+log = logging.getLogger(__name__)
 
 CACHE_FILE = "deployed.json"
 FORMAT = 1
@@ -272,7 +275,13 @@ def source_key(ref: str, environ: Mapping[str, str]) -> str | None:
     if source is None:
         return None
     h = hashlib.sha256(f"nix-infra deploy cache {FORMAT}\0{ref}\0".encode())
-    for part in (tree_digest(source), lock_digest(_flake_dir(ref, source)), tools_digest(environ)):
+    try:
+        parts = (tree_digest(source), lock_digest(_flake_dir(ref, source)), tools_digest(environ))
+    except (NixInfraError, OSError) as exc:  # an unreadable file, git refusing the repo: no cache
+        message = exc.message if isinstance(exc, NixInfraError) else str(exc)
+        log.warning("deploy cache not used (every node is evaluated and built): %s", message.splitlines()[0])
+        return None
+    for part in parts:
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 

@@ -114,6 +114,12 @@ def test_remote_references_have_no_key(tmp_path: Path) -> None:
         assert source_key(ref, ENV) is None, ref
 
 
+def test_a_tree_that_cannot_be_read_has_no_key(tmp_path: Path) -> None:
+    flake = path_flake(tmp_path)
+    (flake / ".git").write_text("gitdir: /nonexistent\n")  # git refuses this work tree
+    assert source_key(str(flake), ENV) is None  # the deploy goes on, without the cache
+
+
 def test_cache_file_entries(tmp_path: Path) -> None:
     cache = DeployCache(tmp_path)
     system = "/nix/store/" + "a" * 32 + "-nixos-system-x"
