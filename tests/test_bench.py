@@ -38,3 +38,28 @@ def test_etcd_seed_benchmark() -> None:
     assert summary["onepct_writes"] == 50
     assert summary["first_s"] <= 2.0
     assert summary["reseed_s"] <= 0.5
+
+
+def test_deploy_fanout_benchmark_quick() -> None:
+    """bench/deploy-fanout --quick on the local fleet (1 and 2 servers): its JSON line has every
+    field, with sane types and values; the counts that do not depend on the machine are exact."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "deploy-fanout"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    )
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["quick"] is True and summary["nodes"] == 2
+    for field in ("t1", "t2", "ratio_2_1", "noop_ratio", "cpu_s_per_node", "noop_cpu_s_per_node"):
+        assert isinstance(summary[field], float) and summary[field] > 0, field
+    assert summary["ratio_2_1"] == round(summary["t2"] / summary["t1"], 2)
+    # a no-op: nothing copied, activated, evaluated or built; one connection (the probe) per node
+    assert (summary["noop_paths_copied"], summary["noop_activations"], summary["noop_built"]) == (0, 0, 0)
+    assert summary["noop_kex_per_node"] == 1.0 and summary["noop_kex_max"] == 1
+    # a deploy of a change connects to each node (probe, copy, activation, confirmation over a
+    # fresh connection, health): at least twice, and a bounded number of times
+    assert 2 <= summary["kex_per_node"] <= summary["kex_max"] <= 20
+    assert isinstance(summary["kex_max"], int)
+    assert summary["noop_cpu_s_per_node"] < summary["cpu_s_per_node"]

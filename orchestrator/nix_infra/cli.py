@@ -24,13 +24,15 @@ from nix_infra.deploy import (
     DeployOptions,
     NodeOutcome,
     SshSettings,
+    generation_name,
     human_size,
     ssh_target,
     summary_rows,
 )
+from nix_infra.deploycache import CacheUse, cache_disabled, cache_use
 from nix_infra.errors import NixInfraError
 from nix_infra.lock import in_repo_lock
-from nix_infra.manifest import DNS_LABEL_RULE, Manifest, Node, is_dns_label
+from nix_infra.manifest import DNS_LABEL_RULE, Manifest, Node, is_dns_label, parse_manifest
 from nix_infra.operate import NodeStatus, desired_systems, node_status, run_everywhere
 from nix_infra.options import (
     Options,
@@ -670,6 +672,20 @@ class EventPrinter:
             )
         elif kind == "settled":
             console.print(f"{node:>14}  activation {event['token']}: {event['status']}", markup=False)
+        elif kind == "cache" and event.get("hits"):
+            console.print(
+                f"{node:>14}  {len(event['hits'])} node(s) with the sources of their last deploy: not evaluated "
+                "or built (--no-cache builds them)",
+                markup=False,
+            )
+        elif kind == "cache-stale":
+            console.print(
+                f"{node:>14}  runs {generation_name(event.get('running'))}, not {generation_name(event['recorded'])} "
+                "(its last deploy's): building and deploying it",
+                markup=False,
+            )
+        elif kind == "cache-skipped":
+            console.print(f"{node:>14}  not recorded in the deploy cache: {event['reason']}", style="yellow")
 
 
 def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console, what: str = "deploy") -> None:
@@ -726,6 +742,12 @@ def _summary(opts: Options, outcomes: list[NodeOutcome], console: Console, what:
     "--no-seed", is_flag=True, help="Skip issuing certificates and seeding etcd (e.g. before the cluster has a PKI)."
 )
 @click.option("--break-lock", is_flag=True, help="Take over the cluster's deploy lock from a deploy known to be dead.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Evaluate and build every node's system even when the flake is unchanged since the node's last "
+    "successful deploy (also NIX_INFRA_NO_CACHE=1).",
+)
 @click.pass_obj
 @in_repo_lock
 def deploy_cmd(
@@ -739,6 +761,7 @@ def deploy_cmd(
     no_provision: bool,
     no_seed: bool,
     break_lock: bool,
+    no_cache: bool,
 ) -> None:
     """Provision, then build every system here, copy it, and activate it in waves.
 
@@ -750,18 +773,25 @@ def deploy_cmd(
     the manifest's static mesh keys (as `etcd seed`). Exit status is 0 only when
     every target runs its new system and is healthy, and etcd is seeded.
 
+    A no-op deploy does no work: when the flake's files (those Nix sees: the
+    tracked files of a git flake, every file of a path: flake), its lock, the
+    versions of this program and of Nix, and the NIX_INFRA_* settings (but
+    timeouts and poll intervals) are what they were at a node's last successful
+    deploy, the manifest and that node's system are neither evaluated nor
+    built; one connection checks that the node still runs the system recorded
+    then (.nix-infra/deployed.json), and a node that runs anything else is
+    built and deployed again. --no-cache (or
+    NIX_INFRA_NO_CACHE=1) evaluates and builds everything.
+
     \b
     Examples:
       nix-infra deploy
       nix-infra deploy --on @worker --batch-size 2
       nix-infra --json deploy --on ctrl001,worker001 | jq -c .
     """
-    from nix_infra.hetzner.apply import Applier, problems_error
-    from nix_infra.hetzner.model import read_actual
-    from nix_infra.hetzner.render import render_plan
-
     console = progress_printer()
-    planned = opts.load_manifest()
+    cache = None if no_cache or cache_disabled(os.environ) else cache_use(opts.state_dir(), opts.flake, os.environ)
+    planned = _deploy_manifest(opts, cache)
     # before anything in the cloud or on a node is touched: every secret there, and it decrypts
     from nix_infra.cli_secrets import needed_secrets
 
@@ -777,7 +807,11 @@ def deploy_cmd(
     click.get_current_context().with_resource(
         cluster_deploy_lock(opts, planned, targets, "nix-infra deploy", break_lock)
     )
-    if not no_provision:
+    if not no_provision:  # the Hetzner layer is imported here: a fifth of a second a --no-provision deploy saves
+        from nix_infra.hetzner.apply import Applier, problems_error
+        from nix_infra.hetzner.model import read_actual
+        from nix_infra.hetzner.render import render_plan
+
         client, desired = opts.hetzner(planned)
         actual, p = current_plan(client, desired)
         if p.problems:
@@ -804,6 +838,7 @@ def deploy_cmd(
         opts.ssh_settings(),
         _deploy_options(opts, parallel, batch_size, confirm_timeout, substitute_on_destination, activation_timeout),
         printer := EventPrinter(opts, console),
+        cache=cache,
     )
     if not no_seed:
         deployer.seeder = _prepare_seeding(opts, manifest, deployer)
@@ -816,6 +851,20 @@ def deploy_cmd(
         raise NixInfraError(failure_message(failed) + (f"\n{deployer.seed_error}" if deployer.seed_error else ""))
     if deployer.seed_error:
         raise NixInfraError(f"seeding etcd failed: {deployer.seed_error}")
+
+
+def _deploy_manifest(opts: Options, cache: CacheUse | None) -> Manifest:
+    """The manifest: from the cache when the flake is unchanged since it was evaluated, else
+    evaluated (and cached, unless the files changed while Nix read them). --manifest FILE is read."""
+    if cache is None or opts.manifest_file is not None:
+        return opts.load_manifest()
+    data = cache.store.manifest(cache.key)
+    if data is not None:
+        return parse_manifest(data)
+    manifest = opts.load_manifest()
+    if cache.still_valid():
+        cache.store.record_manifest(cache.key, manifest.raw)
+    return manifest
 
 
 def failure_message(failed: list[NodeOutcome], what: str = "deploy") -> str:

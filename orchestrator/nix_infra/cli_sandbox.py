@@ -13,6 +13,7 @@ import click
 from nix_infra.errors import NixInfraError
 from nix_infra.options import Options, SafePath
 from nix_infra.sandbox import control
+from nix_infra.sandbox.state import SandboxPaths
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class SandboxOptions(Options):
 
     def repo_dir(self) -> Path:
         return self.sandbox_repo
+
+    def state_dir(self) -> Path:
+        """The sandbox's own state directory: what deploy caches about its servers goes with them."""
+        return SandboxPaths(self.sandbox_repo).root
 
 
 def sandbox_options(opts: Options, target: control.Target) -> SandboxOptions:

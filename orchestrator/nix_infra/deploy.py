@@ -1,7 +1,9 @@
 """The deploy pipeline: build every system once, copy in parallel, activate in
 health-gated waves with magic rollback.
 
-  build     one `nix build` of every target's system, on this machine
+  build     one `nix build` of every target's system, on this machine; a node
+            whose sources are unchanged since its last successful deploy is
+            not evaluated or built (deploycache.py), only probed
   copy      `nix copy --to ssh-ng://` to each node, --parallel at a time, retried
   activate  by the manifest's waves: each ctrl node alone, then the rest in
             batches of --batch-size; a node already running its new system is
@@ -36,6 +38,7 @@ from typing import Any
 from nix_infra.activate import STORE_PATH, Activation, Pending, parse_pending, probe_command
 from nix_infra.bootstrap import clean_stale_secret_dirs, install
 from nix_infra.delivery import DeliveryResult, check_node_names, check_unit_names
+from nix_infra.deploycache import CacheUse
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
 from nix_infra.manifest import Manifest, Node
@@ -174,6 +177,10 @@ class Deployer:
     cancel: threading.Event = field(default_factory=threading.Event)
     # what each node is doing now that it would go on doing by itself if this run stopped
     inflight: dict[str, str] = field(default_factory=dict)
+    # the no-op cache (deploycache.py): None evaluates and builds every node
+    cache: CacheUse | None = None
+    # set when the sources changed while Nix read them: this run records nothing
+    recording: bool = True
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -502,8 +509,7 @@ class Deployer:
             self.emit("cleaned", path=str(stale))
         targets = {n.name: ssh_target(n, self.facts, self.ssh) for n in nodes}
         self.bootstrap([n for n in nodes if not self._installed(n)], targets)
-        systems = self.build(nodes)
-        current = self.probe(targets, systems)
+        systems, current = self.systems(nodes, targets)
         if self.deliverer is not None:
             self.deliver([n.name for n in nodes])
         changed = [n.name for n in nodes if current[n.name] != systems[n.name]]
@@ -527,6 +533,8 @@ class Deployer:
                 r = self.delivered.get(n.name)
                 detail = r.summary() if r is not None and r.touched else ""
                 outcomes[n.name] = NodeOutcome(n.name, "unchanged", current[n.name], systems[n.name], detail=detail)
+        # the probe saw these run their system, and no batch health-gates them: verified
+        self.remember([outcomes[n.name] for n in nodes if n.name not in changed and n.name not in touched])
         # a node delivery touched is health-gated in its wave even when its system is unchanged
         plan = batches(
             self.manifest,
@@ -570,11 +578,56 @@ class Deployer:
                             o.bytes_copied,
                         )
                         self.emit("unhealthy", name, reason=why)
+            self.remember([outcomes[n] for n in batch])  # confirmed and healthy ones
             if not all(outcomes[n].ok for n in batch):
                 stopped = True
         if not stopped and not seeded:
             self._seed()
         return [outcomes[n.name] for n in nodes]
+
+    def systems(
+        self, nodes: Sequence[Node], targets: dict[str, SshTarget]
+    ) -> tuple[dict[str, str], dict[str, str | None]]:
+        """Each node's system (from the cache, else built) and what it runs now (the probe).
+
+        A node whose cache entry matches (deploycache.py) is neither evaluated nor built: the
+        probe (its one connection) checks that it still runs the recorded system; one that runs
+        something else (rolled back, switched by hand) is built now and deployed as usual."""
+        cached: dict[str, str] = {}
+        if self.cache is not None:
+            # keyed by the tree as Nix will read it: provisioning, the install and certificate
+            # issuance (all before this) write facts/ and pki/ files into it
+            self.cache = self.cache.again()
+        if self.cache is not None:
+            for n in nodes:
+                hit = self.cache.store.lookup(n.name, self.cache.node_key(n.name, n.system))
+                if hit is not None:
+                    cached[n.name] = hit
+            self.emit("cache", hits=sorted(cached), misses=sorted(n.name for n in nodes if n.name not in cached))
+        missing = [n for n in nodes if n.name not in cached]
+        systems = {**cached, **(self.build(missing) if missing else {})}
+        current = self.probe(targets, systems)
+        stale = [n for n in nodes if n.name in cached and current[n.name] != cached[n.name]]
+        if stale:
+            for n in stale:
+                self.emit("cache-stale", n.name, recorded=cached[n.name], running=current[n.name])
+            systems |= self.build(stale)
+        if self.cache is not None and (missing or stale) and not self.cache.still_valid():
+            self.recording = False
+            self.emit("cache-skipped", reason="the flake's files changed while they were evaluated")
+        return systems, current
+
+    def remember(self, outcomes: Iterable[NodeOutcome]) -> None:
+        """Record the system each verified node now runs (ok outcomes), keyed by this run's sources."""
+        if self.cache is None or not self.recording:
+            return
+        self.cache.store.record(
+            {
+                o.node: (self.cache.node_key(o.node, self.manifest.nodes[o.node].system), o.new_system)
+                for o in outcomes
+                if o.ok and o.new_system is not None
+            }
+        )
 
     def _healthy(self, target: SshTarget, name: str) -> str | None:
         r = self.delivered.get(name)

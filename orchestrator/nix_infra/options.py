@@ -18,6 +18,7 @@ from nix_infra.agestore import Identity, identity_path, load_identity
 from nix_infra.deploy import SshSettings
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore
+from nix_infra.lock import LOCK_DIR
 from nix_infra.manifest import DNS_LABEL_RULE, Manifest, is_dns_label, load_manifest_file, load_manifest_flake
 
 if TYPE_CHECKING:
@@ -237,6 +238,11 @@ class Options:
             if local is not None:
                 return find_repo_root(local) or local
         return find_repo_root(Path.cwd()) or Path.cwd()
+
+    def state_dir(self) -> Path:
+        """Where nix-infra keeps this machine's run state of the cluster repo (never committed):
+        the run lock's directory, `.nix-infra/`. deploy's cache (deploycache.py) lives there."""
+        return self.repo_dir() / LOCK_DIR
 
     def hetzner(self, manifest: Manifest | None = None, placeholders_ok: bool = False) -> tuple[Client, Desired]:
         """Token first (a missing one fails before any work), then manifest, then a client.

@@ -269,6 +269,12 @@ class FakeServer:
     def fake_file(self, name: str) -> Path:
         return self.run_dir / "fake" / name
 
+    def accepted_connections(self) -> int:
+        """SSH connections this server's sshd accepted so far (its log, sshd.log): each one cost a
+        key exchange. The benchmark and the tests count them per step."""
+        log = self.root / "sshd.log"
+        return log.read_text(errors="replace").count("Accepted publickey for ") if log.exists() else 0
+
     def current_system(self) -> str | None:
         link = self.run_dir / "current-system"
         return os.readlink(link) if link.is_symlink() else None
