@@ -48,7 +48,8 @@ def nixos_anywhere_argv(flake: str, node: str, target: SshTarget, extra_files: P
         "--flake", f"{flake}#{node}",
         "--target-host", target.destination,
         "--ssh-port", str(target.port),
-        "--ssh-option", f"UserKnownHostsFile={target.known_hosts}",
+        # the pinning itself is ssh_wrapper's (first on PATH, its options first): nixos-anywhere
+        # passes these on split on white space (NIX_SSHOPTS), so no path goes this way
         "--ssh-option", "StrictHostKeyChecking=yes",
         "--extra-files", str(extra_files),
     ]  # fmt: skip
@@ -59,7 +60,7 @@ def nixos_anywhere_argv(flake: str, node: str, target: SshTarget, extra_files: P
 
 def ssh_wrapper(real_ssh: str, target: SshTarget) -> str:
     """An `ssh` that puts the pinned options first, so later `-o StrictHostKeyChecking=no` lose."""
-    pinned = [o for o in ssh_options(target) if o not in ("-p", str(target.port))]
+    pinned = ssh_options(target, port=False)
     return f'#!/bin/sh\nexec {shlex.quote(real_ssh)} {shlex.join(pinned)} "$@"\n'
 
 

@@ -41,7 +41,7 @@ from nix_infra.facts import FactsStore
 from nix_infra.manifest import Manifest, Node
 from nix_infra.nix import NIX, build_argv, copied_paths, copy_argv, parse_build_output
 from nix_infra.process import run
-from nix_infra.ssh import SshTarget, nix_sshopts, run_remote, run_remote_commands
+from nix_infra.ssh import SshTarget, nix_sshopts, run_remote, run_remote_commands, ssh_config_file
 
 Events = Callable[[dict[str, Any]], None]
 
@@ -136,6 +136,7 @@ def ssh_target(node: Node, facts: FactsStore, settings: SshSettings) -> SshTarge
         port=known.ssh_port,
         known_hosts=facts.known_hosts,
         identity=settings.identity,
+        connect_timeout=settings.connect_timeout,
     )
 
 
@@ -236,7 +237,10 @@ class Deployer:
 
     def copy(self, target: SshTarget, path: str) -> tuple[int, int]:
         """Copy a system's closure to a node; returns (paths copied, their NAR bytes)."""
-        env = {**os.environ, "NIX_SSHOPTS": nix_sshopts(target)}
+        with ssh_config_file(target) as config:
+            return self._copy(target, path, {**os.environ, "NIX_SSHOPTS": nix_sshopts(config)})
+
+    def _copy(self, target: SshTarget, path: str, env: dict[str, str]) -> tuple[int, int]:
         argv = copy_argv(path, target, substitute_on_destination=self.options.substitute_on_destination)
         last = ""
         for attempt in range(1, self.options.copy_attempts + 1):

@@ -20,7 +20,7 @@ def forward_argv(t: SshTarget, local_port: int, remote_host: str, remote_port: i
     """`ssh -N -L 127.0.0.1:LOCAL:REMOTE_HOST:REMOTE_PORT`: fails at once if the forward cannot be set up."""
     return [
         "ssh",
-        *ssh_options(t),
+        *ssh_options(t, forwarding=True),
         "-N",
         "-o",
         "ExitOnForwardFailure=yes",
