@@ -39,7 +39,7 @@ from pathlib import Path
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore, HostKey, NodeFacts, generate_host_key
 from nix_infra.process import run
-from nix_infra.ssh import SshTarget, run_remote, ssh_options
+from nix_infra.ssh import SshTarget, renew_session, run_remote, ssh_options
 
 
 def nixos_anywhere_argv(flake: str, node: str, target: SshTarget, extra_files: Path) -> list[str]:
@@ -159,7 +159,9 @@ def answers_with(target: SshTarget, public_key: str, workdir: Path) -> bool:
     host = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
     known = workdir / "known_hosts.pending"
     known.write_text(f"{host} {' '.join(public_key.split()[:2])}\n")
-    result = run_remote(replace(target, known_hosts=known), ["true"], check=False, timeout=60)
+    probe = replace(target, known_hosts=known)
+    result = run_remote(probe, ["true"], check=False, timeout=60)
+    renew_session(probe)  # a question, not a session to keep
     if result.returncode == 0:
         return True
     if any(marker in result.stderr for marker in HOST_KEY_REFUSED):
@@ -248,4 +250,7 @@ def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, rebo
             stream=f"{node}: nixos-anywhere",
         )
     facts.write(replace(known, host_key=final.public, installed=True, pending_host_key=None))
+    # a session opened before the install checked the bootstrap key: the installed system's key
+    # is proven by a new connection
+    renew_session(target)
     wait_reachable(target, reboot_timeout)

@@ -41,7 +41,14 @@ from nix_infra.facts import FactsStore
 from nix_infra.manifest import Manifest, Node
 from nix_infra.nix import NIX, build_argv, copied_paths, copy_argv, parse_build_output
 from nix_infra.process import run
-from nix_infra.ssh import SshTarget, nix_sshopts, run_remote, run_remote_commands, ssh_config_file
+from nix_infra.ssh import (
+    SshTarget,
+    nix_sshopts,
+    renew_session,
+    run_remote,
+    run_remote_commands,
+    ssh_config_file,
+)
 
 Events = Callable[[dict[str, Any]], None]
 
@@ -325,7 +332,9 @@ class Deployer:
             status = self._watch(target, act, started, self.options.activation_timeout)
         if status == "waiting":
             # the confirmation travels over a fresh connection: if the new system broke
-            # networking or SSH, it never arrives and the node reverts by itself
+            # networking or SSH, it never arrives and the node reverts by itself (the health
+            # gate and later watches reuse that new one)
+            renew_session(target)
             self.emit("phase", target.node, phase="confirm")
             self.inflight[target.node] = (
                 f"the confirmation of activation {act.token} was being sent: the node keeps "

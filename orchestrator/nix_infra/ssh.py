@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import os
 import re
 import shlex
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nix_infra.errors import NixInfraError
-from nix_infra.process import Result, run
+from nix_infra.process import Result
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -197,10 +200,12 @@ def run_remote(
     timeout: float | None = None,
     check: bool = True,
 ) -> Result:
-    """Run a command on a node; its exit code is checked like any local command's."""
-    return run(
-        ssh_argv(t, command),
-        input_text=input_text,
+    """Run a command on a node (its words shell-quoted, as ssh_argv); its exit code is checked like
+    any local command's. Over the node's session (nix_infra.session): one connection per run."""
+    return run_remote_script(
+        t,
+        shlex.join(command),
+        input_bytes=None if input_text is None else input_text.encode(),
         timeout=timeout,
         check=check,
         what=f"{t.node}: {shlex.join(command)}",
@@ -210,6 +215,47 @@ def run_remote(
 def run_remote_commands(
     t: SshTarget, *commands: Sequence[str], timeout: float | None = None, check: bool = True
 ) -> Result:
-    """Several commands in one connection, each after the previous succeeded (`a && b`)."""
+    """Several commands in one round trip, each after the previous succeeded (`a && b`)."""
     script = " && ".join(shlex.join(c) for c in commands)
-    return run(ssh_script_argv(t, script), timeout=timeout, check=check, what=f"{t.node}: {script[:200]}")
+    return run_remote_script(t, script, timeout=timeout, check=check, what=f"{t.node}: {script[:200]}")
+
+
+def run_remote_script(
+    t: SshTarget,
+    script: str,
+    *,
+    input_bytes: bytes | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+    what: str | None = None,
+) -> Result:
+    """The node's shell runs `script` as written, `input_bytes` on its stdin (never logged), over
+    the node's session. Exit 255: the connection failed or dropped (the reason in stderr), as with
+    OpenSSH. With `check`, a non-zero exit raises NixInfraError naming `what` (default: the node
+    and the script's start) and the tail of stderr; after `timeout` seconds NixInfraError."""
+    from nix_infra.session import SESSIONS
+
+    label = what or f"{t.node}: {script[:200]}"
+    log.debug("%s$ %s", f"{t.node} ", script[:2000])
+    try:
+        outcome = SESSIONS.execute(t, script, stdin=input_bytes, timeout=timeout)
+    except TimeoutError as exc:
+        raise NixInfraError(f"{label}: timed out after {timeout} s") from exc
+    stdout = outcome.stdout.decode(errors="replace")
+    stderr = outcome.stderr.decode(errors="replace")
+    result = Result(("ssh", t.destination, script), outcome.returncode, stdout, stderr, outcome.stdout)
+    if check and outcome.returncode != 0:
+        tail = "\n".join(stderr.strip().splitlines()[-20:])
+        raise NixInfraError(
+            f"{label} failed (exit {outcome.returncode}):\n{tail}"
+            if tail
+            else f"{label} failed (exit {outcome.returncode})"
+        )
+    return result
+
+
+def renew_session(t: SshTarget) -> None:
+    """The node's next command opens a fresh connection (after a switch: magic rollback's proof)."""
+    from nix_infra.session import SESSIONS
+
+    SESSIONS.renew(t)

@@ -338,7 +338,7 @@ def test_delivery_takes_only_unit_names_from_the_nodes_answer(tmp_path: Path, mo
     from nix_infra.process import Result
 
     out = "changed api-token\nrestarted podman-api.service\nrestarted -Hroot@example.service\nrestart-failed x;y\n"
-    monkeypatch.setattr(delivery_module, "run", lambda argv, **kw: Result(tuple(argv), 0, out, ""))
+    monkeypatch.setattr(delivery_module, "run_remote_script", lambda t, script, **kw: Result((script,), 0, out, ""))
     node = parse_manifest(json.loads(json.dumps(_manifest_data()))).nodes["worker001"]
     r = delivery_module.deliver(target(tmp_path), node, {"api-token": b"v"})
     assert r.changed == ("api-token",) and r.restarted == ("podman-api.service",) and r.restart_failed == ()

@@ -9,6 +9,7 @@ orchestrator starts (its own, `nix copy`'s, nixos-anywhere's) is that ssh.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -22,7 +23,8 @@ from typing import Any
 import pytest
 
 from nix_infra.errors import NixInfraError
-from nix_infra.ssh import ssh_argv
+from nix_infra.nix import copy_argv
+from nix_infra.ssh import SshTarget, nix_sshopts, ssh_argv, ssh_config_file
 
 from .conftest import run_cli
 from .test_deploy import Cluster, fleet_cluster
@@ -141,7 +143,8 @@ def test_a_hostile_ssh_config_changes_nothing(
     hostile_home(tmp_path, "proxyjump", marker)
     proof = plain_ssh(wrapped, cluster, "worker001")
     assert proof.returncode != 0 and "127.0.0.1" in proof.stderr  # the jump host was tried
-    assert cluster.deployed(capsys, generation=2) != systems
+    systems2 = cluster.deployed(capsys, generation=2)
+    assert systems2 != systems
     assert not marker.exists(), marker.read_text()
 
     # an impostor (a key the facts do not pin) is refused, though KnownHostsCommand accepts anything
@@ -175,9 +178,23 @@ def test_a_hostile_ssh_config_changes_nothing(
     assert "known-hosts-command" in marker.read_text()
     marker.unlink()
     before = known.read_text()
+    # the session path (fabric): cmd, and a deploy (its probe)
     code, out, err = cluster.cli(capsys, "cmd", "-t", "worker001", "--", "true")
     assert code != 0
-    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in out + err or "Host key verification failed" in out + err
+    assert "Host key verification failed" in out + err
+    code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+    assert code != 0 and "Host key verification failed" in err, err
+    # the OpenSSH paths: ssh itself, and nix copy through NIX_SSHOPTS
+    target = SshTarget(node="worker001", host=server.ip, port=2222, known_hosts=known, identity=cluster.key)
+    refused = subprocess.run(ssh_argv(target, ["true"]), capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 255 and "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stderr, refused.stderr
+    with ssh_config_file(target) as config:
+        copied = subprocess.run(
+            copy_argv(systems2["worker001"], target),
+            env={**os.environ, "NIX_SSHOPTS": nix_sshopts(config)},
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+    assert copied.returncode != 0 and "REMOTE HOST IDENTIFICATION HAS CHANGED" in copied.stderr, copied.stderr
     assert known.read_text() == before  # nothing learnt
     assert not marker.exists(), marker.read_text()
 
@@ -226,24 +243,29 @@ def blackholed(python: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_connect_timeout_bounds_a_connection_to_a_blackholed_address(tmp_path: Path) -> None:
     # without a timeout, Linux gives up a connect after ~2 minutes of SYN retries
+    from nix_infra.facts import generate_host_key
+
     known = tmp_path / "known_hosts"
-    known.write_text("")
+    known.write_text(f"10.254.3.2 {generate_host_key().public}\n")
     python = f"""
 import time
 from pathlib import Path
-from nix_infra.errors import NixInfraError
-from nix_infra.ssh import SshTarget, run_remote
+from nix_infra.process import run
+from nix_infra.ssh import SshTarget, run_remote, ssh_argv
 t = SshTarget(node="w1", host="10.254.3.2", known_hosts=Path({str(known)!r}), connect_timeout=2)
-start = time.monotonic()
-try:
-    run_remote(t, ["true"])
-except NixInfraError as exc:
-    print("failed after", time.monotonic() - start, repr(str(exc)))
+for way, call in (("session", lambda: run_remote(t, ["true"], check=False)),
+                  ("openssh", lambda: run(ssh_argv(t, ["true"]), check=False))):
+    start = time.monotonic()
+    result = call()
+    print(way, result.returncode, time.monotonic() - start, repr(result.stderr.strip()))
 """
     result = blackholed(python)
     assert result.returncode == 0, result.stderr
-    assert "failed after" in result.stdout and "timed out" in result.stdout, result.stdout
-    assert float(result.stdout.split()[2]) < 60  # generous: only bounds the ~130 s of an unbounded connect
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["session", "255"], ["openssh", "255"]], result.stdout
+    for line in lines:
+        assert "timed out" in line, line
+        assert float(line.split()[2]) < 60, line  # generous: only bounds the ~130 s of an unbounded connect
 
 
 def test_the_connect_timeout_comes_from_the_environment(
@@ -266,3 +288,49 @@ def test_the_connect_timeout_comes_from_the_environment(
     monkeypatch.setenv("NIX_INFRA_SSH_CONNECT_TIMEOUT", "4s")
     with pytest.raises(NixInfraError, match="whole number"):
         Options(flake=".", manifest_file=None, json_output=False, yes=True, debug=False).ssh_settings()
+
+
+def accepted(cluster: Cluster) -> dict[str, int]:
+    """Connections each node's sshd accepted so far (it logs one line per authenticated connection)."""
+    nodes = ("ctrl001", "svc001", "worker001", "worker002")
+    return {n: (cluster.server(n).root / "sshd.log").read_text().count("Accepted publickey") for n in nodes}
+
+
+def test_a_deploy_opens_one_session_before_the_switch_and_one_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with fleet_cluster(tmp_path, monkeypatch) as cluster:
+        cluster.deployed(capsys)
+        before = accepted(cluster)
+        cluster.deployed(capsys, generation=2)
+        after = accepted(cluster)
+        change = {n: after[n] - before[n] for n in after}
+        # probe, delivery, start: one session; nix copy: its own; confirmation, health: a fresh one
+        assert change == dict.fromkeys(after, 3), change
+        code, _, err = cluster.cli(capsys, "deploy", "--no-provision")
+        assert code == 0, err
+        noop = {n: accepted(cluster)[n] - after[n] for n in after}
+        with capsys.disabled():
+            print(f"\nconnections per node: deploy of a change {change}, no-op deploy {noop}")
+        assert all(v <= 2 for v in noop.values()), noop  # the session (probe), and nix copy's if it runs
+        # `cmd` and `status`: one connection per node each
+        counts = accepted(cluster)
+        assert cluster.cli(capsys, "cmd", "-t", ",".join(counts), "--", "true")[0] == 0
+        assert cluster.cli(capsys, "status")[0] == 0
+        assert {n: accepted(cluster)[n] - counts[n] for n in counts} == dict.fromkeys(counts, 2)
+
+
+def test_the_session_pins_exactly_the_keys_known_hosts_gives_the_name(tmp_path: Path) -> None:
+    from nix_infra.facts import generate_host_key
+    from nix_infra.session import pinned_keys
+
+    a, b = (" ".join(generate_host_key().public.split()[:2]) for _ in range(2))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"10.0.0.1 {a} nix-infra:w1\n[10.0.0.1]:2222 {b}\n@revoked 10.0.0.1 {b}\n10.0.0.10 {b}\n")
+    t = SshTarget(node="w1", host="10.0.0.1", known_hosts=known)
+    assert pinned_keys(t) == {tuple(a.split())}
+    assert pinned_keys(dataclasses.replace(t, port=2222)) == {tuple(b.split())}
+    assert pinned_keys(dataclasses.replace(t, host="10.0.0.2")) == set()
+    # during an install both the bootstrap and the final key (one type) are pinned
+    known.write_text(f"10.0.0.1 {a}\n10.0.0.1 {b}\n")
+    assert pinned_keys(t) == {tuple(a.split()), tuple(b.split())}
