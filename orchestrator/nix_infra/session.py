@@ -135,6 +135,16 @@ def connection(t: SshTarget) -> Connection:
     return conn
 
 
+def _detect_a_dead_peer(transport: paramiko.Transport) -> None:
+    """What ServerAliveInterval 5 / ServerAliveCountMax 3 do for OpenSSH: a keepalive every 5 s,
+    and the connection given up when data stays unacknowledged for 15 s (TCP_USER_TIMEOUT), so a
+    node that vanished (network restarted by a switch) fails a command instead of hanging it."""
+    transport.set_keepalive(KEEPALIVE_SECONDS)
+    sock = transport.sock
+    if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, KEEPALIVE_SECONDS * 3 * 1000)
+
+
 class _Session:
     def __init__(self, t: SshTarget) -> None:
         self.target = t
@@ -164,7 +174,7 @@ class _Session:
             self.opened += 1
             self.conn = conn
             transport: paramiko.Transport = conn.transport
-            transport.set_keepalive(KEEPALIVE_SECONDS)
+            _detect_a_dead_peer(transport)
             return transport
 
     def close_locked(self) -> None:
@@ -233,6 +243,19 @@ class Sessions:
             self._sessions.clear()
         for s in sessions:
             s.close()
+
+
+def open_session(t: SshTarget) -> _Session:
+    """A connection of its own to the node (not the run's session), open; the caller closes it.
+    Raises paramiko/socket errors (connection_reason says why)."""
+    session = _Session(t)
+    session.transport()
+    return session
+
+
+def connection_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words like OpenSSH's."""
+    return _reason(exc)
 
 
 def _reason(exc: BaseException) -> str:

@@ -92,12 +92,12 @@ def identity_needs_agent(path: Path) -> bool:
     return cipher != b"none"
 
 
-def pinned_settings(t: SshTarget, *, forwarding: bool = False) -> list[tuple[str, str]]:
+def pinned_settings(t: SshTarget) -> list[tuple[str, str]]:
     """The ssh_config settings of every OpenSSH connection, as (keyword, value) pairs.
 
     Host keys pinned to the cluster's known_hosts alone (no KnownHostsCommand, no global file, no
-    learning); no prompts; no shared masters; no proxies; the operator's agent and X11 never
-    forwarded, and no forwarding at all unless `forwarding` (the port forward of tunnel.py). With an
+    learning); no prompts; no shared masters; no proxies; no forwarding of any kind (the etcd
+    tunnel is tunnel.py's, in process), the operator's agent and X11 least of all. With an
     identity (--ssh-key) only that key is offered, and the agent is not asked (IdentityAgent none)
     unless the key is one only the agent can use (identity_needs_agent); without one, ssh's
     default keys and the operator's agent are the identity source, as before.
@@ -120,8 +120,7 @@ def pinned_settings(t: SshTarget, *, forwarding: bool = False) -> list[tuple[str
         ("ForwardAgent", "no"),
         ("ForwardX11", "no"),
     ]
-    if not forwarding:
-        settings.append(("ClearAllForwardings", "yes"))
+    settings.append(("ClearAllForwardings", "yes"))
     if t.identity is not None:
         settings += [("IdentityFile", _config_path(t.identity)), ("IdentitiesOnly", "yes")]
         if not identity_needs_agent(t.identity):
@@ -129,11 +128,11 @@ def pinned_settings(t: SshTarget, *, forwarding: bool = False) -> list[tuple[str
     return settings
 
 
-def ssh_options(t: SshTarget, *, port: bool = True, forwarding: bool = False) -> list[str]:
+def ssh_options(t: SshTarget, *, port: bool = True) -> list[str]:
     """`-F none` and the pinned settings as `-o KEY=VALUE` arguments (paths quoted for ssh, so one
     argument each even with spaces): the options of every OpenSSH command line."""
     opts = ["-F", "none"]
-    for key, value in pinned_settings(t, forwarding=forwarding):
+    for key, value in pinned_settings(t):
         opts += ["-o", f"{key}={value}"]
     if port:
         opts += ["-p", str(t.port)]

@@ -19,7 +19,6 @@ from nix_infra.manifest import parse_manifest
 from nix_infra.nix import build_argv, copied_paths, copy_argv, parse_build_output
 from nix_infra.ssh import SshTarget, nix_sshopts, ssh_argv, ssh_config_file, ssh_options
 from nix_infra.targets import select
-from nix_infra.tunnel import forward_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,12 +72,6 @@ def test_the_agent_is_asked_only_for_a_key_only_it_can_use(tmp_path: Path) -> No
     # no identity: ssh's default keys and the operator's agent, as before; never forwarded
     opts = ssh_options(target(tmp_path))
     assert "IdentityAgent=none" not in opts and "ForwardAgent=no" in opts and "IdentitiesOnly=yes" not in opts
-
-
-def test_the_port_forward_alone_may_forward(tmp_path: Path) -> None:
-    argv = forward_argv(target(tmp_path), 5000, "127.0.0.1", 2379)
-    assert "ClearAllForwardings=yes" not in argv and argv[1:3] == ["-F", "none"]
-    assert "ForwardAgent=no" in argv and "-L" in argv
 
 
 def test_paths_ssh_would_misread_are_quoted_or_refused(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import pytest
 from nix_infra.errors import NixInfraError
 from nix_infra.nix import copy_argv
 from nix_infra.ssh import SshTarget, nix_sshopts, ssh_argv, ssh_config_file
+from nix_infra.tunnel import forward
 
 from .conftest import run_cli
 from .test_deploy import Cluster, fleet_cluster
@@ -195,6 +196,9 @@ def test_a_hostile_ssh_config_changes_nothing(
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
     assert copied.returncode != 0 and "REMOTE HOST IDENTIFICATION HAS CHANGED" in copied.stderr, copied.stderr
+    # the etcd tunnel (in process, its own connection)
+    with pytest.raises(NixInfraError, match="Host key verification failed"), forward(target, 2379):
+        pass
     assert known.read_text() == before  # nothing learnt
     assert not marker.exists(), marker.read_text()
 
