@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -203,6 +204,10 @@ class Deployer:
                 for pid in _descendants(os.getpid(), before):
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGTERM)
+                # and the SSH sessions (in process): a command on one ends as if the connection dropped
+                sessions = sys.modules.get("nix_infra.session")
+                if sessions is not None:
+                    sessions.SESSIONS.close_all()
                 stop.wait(0.1)
 
         def on_sigint(signum: int, frame: object) -> None:
