@@ -95,7 +95,9 @@ def test_nix_gets_a_generated_ssh_config_on_a_path_without_spaces(tmp_path: Path
             ["ssh", "-G", "-F", str(config), "h"], capture_output=True, text=True, check=True
         ).stdout.splitlines()
         assert f"userknownhostsfile {tmp_path}/my facts/known_hosts" in shown
-        assert {"port 2222", "user root", "forwardagent no", "stricthostkeychecking true"} <= set(shown)
+        assert {"port 2222", "user root", "forwardagent no", "stricthostkeychecking true", "connecttimeout 10"} <= set(
+            shown
+        )
     assert not config.parent.exists()
     with pytest.raises(NixInfraError, match="white space"):
         nix_sshopts(Path("/my dir/ssh_config"))
