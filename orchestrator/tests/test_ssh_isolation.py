@@ -87,6 +87,7 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[C
         marker = tmp_path / "hostile-used"
         hostile_home(tmp_path, "proxycommand", marker)
         wrapped = install_hostile_ssh(tmp_path / "hostile-bin", tmp_path)
+        monkeypatch.setenv("HOME", str(tmp_path / "hostile-home"))  # where paramiko/fabric would look
         monkeypatch.setenv("PATH", f"{wrapped.parent}:{os.environ['PATH']}")
         # the operator's agent, holding the operator's key: ForwardAgent yes would hand it to every node
         sock = tmp_path / "agent.sock"
@@ -338,3 +339,19 @@ def test_the_session_pins_exactly_the_keys_known_hosts_gives_the_name(tmp_path: 
     # during an install both the bootstrap and the final key (one type) are pinned
     known.write_text(f"10.0.0.1 {a}\n10.0.0.1 {b}\n")
     assert pinned_keys(t) == {tuple(a.split()), tuple(b.split())}
+
+
+def test_the_session_reads_no_ssh_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nix_infra.session import PinnedKeys, connection
+
+    marker = tmp_path / "used"
+    home = hostile_home(tmp_path, "proxycommand", marker)
+    (home / ".ssh" / "config").write_text(
+        (home / ".ssh" / "config").read_text() + "  Port 9999\n  User evil\n  HostName 192.0.2.66\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    t = SshTarget(node="w1", host="10.0.0.1", port=2222, known_hosts=tmp_path / "known_hosts")
+    conn = connection(t)
+    assert (conn.host, conn.port, conn.user) == ("10.0.0.1", 2222, "root")
+    assert not conn.gateway and conn.forward_agent is False and conn.ssh_config == {"hostname": "10.0.0.1"}
+    assert isinstance(conn.client._policy, PinnedKeys) and len(conn.client.get_host_keys()) == 0
