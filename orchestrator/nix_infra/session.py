@@ -26,6 +26,7 @@ import atexit
 import base64
 import hashlib
 import logging
+import select
 import socket
 import threading
 import time
@@ -277,7 +278,6 @@ def _exec(transport: paramiko.Transport, command: str, stdin: bytes | None, time
         channel.shutdown_write()
         deadline = None if timeout is None else time.monotonic() + timeout
         out, err = bytearray(), bytearray()
-        pause = 0.001
         while True:
             got = False
             while channel.recv_ready():
@@ -293,8 +293,12 @@ def _exec(transport: paramiko.Transport, command: str, stdin: bytes | None, time
                 raise EOFError("the connection dropped")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"timed out after {timeout} s")
-            pause = 0.001 if got else min(pause * 2, 0.1)
-            time.sleep(pause)
+            if got:
+                continue
+            if channel.eof_received:  # output ended (the fileno stays readable): wait for the exit status
+                channel.status_event.wait(1.0)
+            else:  # wait for output, EOF or close (paramiko signals them on the channel's fileno)
+                select.select([channel], [], [], 1.0)
         # paramiko reports -1 when the channel closed without an exit status (the session was cut)
         code = channel.recv_exit_status() if channel.exit_status_ready() else -1
         if code < 0:
