@@ -98,6 +98,7 @@
                 click
                 cryptography
                 cslab-etcd3
+                fabric
                 grpcio
                 hcloud
                 protobuf
@@ -110,6 +111,7 @@
                 hypothesis
                 jsonschema
                 mypy
+                types-paramiko
               ]
             ))
             pkgs.ruff

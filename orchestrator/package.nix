@@ -8,6 +8,7 @@
   bcrypt,
   click,
   cryptography,
+  fabric,
   grpcio,
   hcloud,
   protobuf,
@@ -38,6 +39,7 @@ buildPythonApplication {
     click
     cryptography
     cslab-etcd3
+    fabric
     grpcio
     hcloud
     protobuf

@@ -17,8 +17,8 @@ from typing import Any
 
 from nix_infra.errors import NixInfraError
 from nix_infra.options import check_app_name
-from nix_infra.process import run, run_attached
-from nix_infra.ssh import SshTarget, ssh_argv
+from nix_infra.process import run_attached
+from nix_infra.ssh import SshTarget, run_remote, ssh_argv
 
 WRAPPER_DIR = "/etc/nix-infra/backup"
 SNAPSHOT_RE = re.compile(r"[0-9a-f]{8,64}|latest")
@@ -118,7 +118,7 @@ def parse_snapshots(text: str) -> list[Snapshot]:
 
 def list_snapshots(target: SshTarget, app: str) -> list[Snapshot]:
     """The app's snapshots in its repository, oldest first."""
-    result = run(ssh_argv(target, backup_command(app, "list")), check=False, what=f"{target.node}: backup list {app}")
+    result = run_remote(target, backup_command(app, "list"), check=False)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-10:])
         raise NixInfraError(f"{target.node}: backup list {app} failed (exit {result.returncode}):\n{tail}")

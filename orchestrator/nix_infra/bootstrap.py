@@ -39,7 +39,7 @@ from pathlib import Path
 from nix_infra.errors import NixInfraError
 from nix_infra.facts import FactsStore, HostKey, NodeFacts, generate_host_key
 from nix_infra.process import run
-from nix_infra.ssh import SshTarget, run_remote, ssh_options
+from nix_infra.ssh import SshTarget, renew_session, run_remote, ssh_options
 
 
 def nixos_anywhere_argv(flake: str, node: str, target: SshTarget, extra_files: Path) -> list[str]:
@@ -48,7 +48,8 @@ def nixos_anywhere_argv(flake: str, node: str, target: SshTarget, extra_files: P
         "--flake", f"{flake}#{node}",
         "--target-host", target.destination,
         "--ssh-port", str(target.port),
-        "--ssh-option", f"UserKnownHostsFile={target.known_hosts}",
+        # the pinning itself is ssh_wrapper's (first on PATH, its options first): nixos-anywhere
+        # passes these on split on white space (NIX_SSHOPTS), so no path goes this way
         "--ssh-option", "StrictHostKeyChecking=yes",
         "--extra-files", str(extra_files),
     ]  # fmt: skip
@@ -59,7 +60,7 @@ def nixos_anywhere_argv(flake: str, node: str, target: SshTarget, extra_files: P
 
 def ssh_wrapper(real_ssh: str, target: SshTarget) -> str:
     """An `ssh` that puts the pinned options first, so later `-o StrictHostKeyChecking=no` lose."""
-    pinned = [o for o in ssh_options(target) if o not in ("-p", str(target.port))]
+    pinned = ssh_options(target, port=False)
     return f'#!/bin/sh\nexec {shlex.quote(real_ssh)} {shlex.join(pinned)} "$@"\n'
 
 
@@ -158,7 +159,9 @@ def answers_with(target: SshTarget, public_key: str, workdir: Path) -> bool:
     host = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
     known = workdir / "known_hosts.pending"
     known.write_text(f"{host} {' '.join(public_key.split()[:2])}\n")
-    result = run_remote(replace(target, known_hosts=known), ["true"], check=False, timeout=60)
+    probe = replace(target, known_hosts=known)
+    result = run_remote(probe, ["true"], check=False, timeout=60)
+    renew_session(probe)  # a question, not a session to keep
     if result.returncode == 0:
         return True
     if any(marker in result.stderr for marker in HOST_KEY_REFUSED):
@@ -247,4 +250,7 @@ def install(flake: str, node: str, target: SshTarget, facts: FactsStore, *, rebo
             stream=f"{node}: nixos-anywhere",
         )
     facts.write(replace(known, host_key=final.public, installed=True, pending_host_key=None))
+    # a session opened before the install checked the bootstrap key: the installed system's key
+    # is proven by a new connection
+    renew_session(target)
     wait_reachable(target, reboot_timeout)

@@ -1209,3 +1209,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    finally:
+        # the run's SSH sessions end with it (imported only by commands that reach nodes)
+        sessions = sys.modules.get("nix_infra.session")
+        if sessions is not None:
+            sessions.SESSIONS.close_all()

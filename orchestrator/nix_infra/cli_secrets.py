@@ -25,7 +25,7 @@ from nix_infra.options import (
     check_node_name,
     param,
 )
-from nix_infra.process import run, run_attached
+from nix_infra.process import run_attached
 from nix_infra.secrets import (
     CREDENTIAL_SIZE_MAX,
     SecretStore,
@@ -35,7 +35,7 @@ from nix_infra.secrets import (
     secret_users,
     strip_final_newline,
 )
-from nix_infra.ssh import ssh_argv
+from nix_infra.ssh import run_remote, ssh_argv
 
 
 def _read_capped(stream: BinaryIO, what: str) -> bytes:
@@ -359,14 +359,13 @@ def action_cmd(
         SecretStore(opts.repo_dir()).recipients()  # fail before running anything if they are missing
     command = ["env", *env, f"/etc/nix-infra/actions/{app}/{action}", *args]
     target = ssh_target(manifest.nodes[node], opts.facts(), opts.ssh_settings())
-    argv = ssh_argv(target, command)
     if secret_name is None:
-        code = run_attached(argv, what=f"{node}: action {app}/{action}")
+        code = run_attached(ssh_argv(target, command), what=f"{node}: action {app}/{action}")
         if code != 0:
             raise NixInfraError(f"{node}: action {app}/{action} failed (exit {code})", exit_code=code)
         return
     # stdout is captured as bytes and goes only into the store
-    result = run(argv, check=False, what=f"{node}: action {app}/{action}")
+    result = run_remote(target, command, check=False)
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-5:]
         raise NixInfraError(

@@ -29,8 +29,7 @@ from typing import Any
 
 from nix_infra.errors import NixInfraError
 from nix_infra.manifest import Manifest, Node
-from nix_infra.process import run
-from nix_infra.ssh import SshTarget, ssh_script_argv
+from nix_infra.ssh import SshTarget, run_remote_script
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +108,11 @@ class DeliveryResult:
         return text
 
 
-def deliver_argv(target: SshTarget) -> list[str]:
+def deliver_command() -> str:
+    """The node's side of a delivery, as the node's shell runs it (the frames come on its stdin)."""
     # --norc: bash started by sshd reads ~/.bashrc even when not interactive (seen costing 0.2 s)
     script = ["bash", "--norc", "--noprofile", "-c", DELIVER_SCRIPT, "deliver-credentials", CREDENTIALS_DIR]
-    return ssh_script_argv(target, shlex.join(script))
+    return shlex.join(script)
 
 
 def frames(
@@ -213,8 +213,9 @@ def deliver(
     restart a previous delivery recorded but did not get to run)."""
     check_credential_names(node)
     units = credential_units(node)
-    result = run(
-        deliver_argv(target),
+    result = run_remote_script(
+        target,
+        deliver_command(),
         input_bytes=frames(values, units, keep),
         timeout=timeout,  # the restarts run in the same connection
         check=False,

@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,7 +45,14 @@ from nix_infra.facts import FactsStore
 from nix_infra.manifest import Manifest, Node
 from nix_infra.nix import NIX, build_argv, copied_paths, copy_argv, parse_build_output
 from nix_infra.process import run
-from nix_infra.ssh import SshTarget, nix_sshopts, run_remote, run_remote_commands
+from nix_infra.ssh import (
+    SshTarget,
+    nix_sshopts,
+    renew_session,
+    run_remote,
+    run_remote_commands,
+    ssh_config_file,
+)
 
 Events = Callable[[dict[str, Any]], None]
 
@@ -139,6 +147,7 @@ def ssh_target(node: Node, facts: FactsStore, settings: SshSettings) -> SshTarge
         port=known.ssh_port,
         known_hosts=facts.known_hosts,
         identity=settings.identity,
+        connect_timeout=settings.connect_timeout,
     )
 
 
@@ -202,6 +211,10 @@ class Deployer:
                 for pid in _descendants(os.getpid(), before):
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGTERM)
+                # and the SSH sessions (in process): a command on one ends as if the connection dropped
+                sessions = sys.modules.get("nix_infra.session")
+                if sessions is not None:
+                    sessions.SESSIONS.close_all()
                 stop.wait(0.1)
 
         def on_sigint(signum: int, frame: object) -> None:
@@ -243,7 +256,10 @@ class Deployer:
 
     def copy(self, target: SshTarget, path: str) -> tuple[int, int]:
         """Copy a system's closure to a node; returns (paths copied, their NAR bytes)."""
-        env = {**os.environ, "NIX_SSHOPTS": nix_sshopts(target)}
+        with ssh_config_file(target) as config:
+            return self._copy(target, path, {**os.environ, "NIX_SSHOPTS": nix_sshopts(config)})
+
+    def _copy(self, target: SshTarget, path: str, env: dict[str, str]) -> tuple[int, int]:
         argv = copy_argv(path, target, substitute_on_destination=self.options.substitute_on_destination)
         last = ""
         for attempt in range(1, self.options.copy_attempts + 1):
@@ -328,7 +344,9 @@ class Deployer:
             status = self._watch(target, act, started, self.options.activation_timeout)
         if status == "waiting":
             # the confirmation travels over a fresh connection: if the new system broke
-            # networking or SSH, it never arrives and the node reverts by itself
+            # networking or SSH, it never arrives and the node reverts by itself (the health
+            # gate and later watches reuse that new one)
+            renew_session(target)
             self.emit("phase", target.node, phase="confirm")
             self.inflight[target.node] = (
                 f"the confirmation of activation {act.token} was being sent: the node keeps "

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,20 @@ class NodeStatus:
         }
 
 
+@contextlib.contextmanager
+def _ending_sessions_on_interrupt() -> Iterator[None]:
+    """Ctrl-C while commands run on nodes (in threads, over the run's SSH sessions): close the
+    sessions, so every command ends at once as with a dropped connection, and the pool's threads
+    with it (the pool waits for them before the interrupt reaches the user)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from nix_infra.session import SESSIONS
+
+        SESSIONS.close_all()
+        raise
+
+
 def node_status(
     nodes: Sequence[Node], facts: FactsStore, settings: SshSettings, desired: dict[str, str], parallel: int = 10
 ) -> list[NodeStatus]:
@@ -108,7 +123,7 @@ def node_status(
             failed_units=tuple(values.get("failed", [])),
         )
 
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
+    with ThreadPoolExecutor(max_workers=parallel) as pool, _ending_sessions_on_interrupt():
         return list(pool.map(one, nodes))
 
 
@@ -117,6 +132,6 @@ def run_everywhere(
 ) -> list[tuple[str, Result]]:
     """Run `command` on every node at once; every exit code is kept for the caller to check."""
     targets = [(n.name, ssh_target(n, facts, settings)) for n in nodes]
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
+    with ThreadPoolExecutor(max_workers=parallel) as pool, _ending_sessions_on_interrupt():
         results = list(pool.map(lambda t: run_remote(t[1], command, check=False, timeout=3600), targets))
     return [(name, result) for (name, _), result in zip(targets, results, strict=True)]

@@ -261,6 +261,17 @@ def test_ctrl_c_during_activation_stops_at_once_and_says_what_the_node_will_do(c
     assert "Traceback" not in err
 
 
+def test_ctrl_c_during_cmd_ends_the_remote_commands_at_once(cluster: Cluster) -> None:
+    # commands run in threads over in-process SSH sessions: Ctrl-C must not wait for them
+    assert subprocess.run(cli_argv(cluster, "deploy"), capture_output=True, check=False).returncode == 0
+    run = spawn(cluster, "cmd", "-t", "worker001,worker002", "--", "touch /run/fake/cmd-started; sleep 600")
+    for node in ("worker001", "worker002"):
+        wait_for(f"the command on {node}", lambda n=node: cluster.server(n).fake_file("cmd-started").exists())
+    os.kill(run.proc.pid, signal.SIGINT)  # the CLI alone
+    assert run.proc.wait(timeout=120) == 130  # generous: only bounds the 600 s of the commands
+    assert "Traceback" not in run.stderr()
+
+
 def switched_key(cluster: Cluster) -> bool:
     """Whether a node serves its final host key (nixos-anywhere got that far)."""
     return any(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from nix_infra.facts import FactsStore, NodeFacts, generate_host_key
 from nix_infra.hetzner.apply import cloud_init_host_key
 from nix_infra.manifest import parse_manifest
 from nix_infra.nix import build_argv, copied_paths, copy_argv, parse_build_output
-from nix_infra.ssh import SshTarget, nix_sshopts, ssh_argv
+from nix_infra.ssh import SshTarget, nix_sshopts, ssh_argv, ssh_config_file, ssh_options
 from nix_infra.targets import select
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,25 +27,80 @@ def target(tmp_path: Path, **kw: Any) -> SshTarget:
     return SshTarget(node="w1", host="198.51.100.7", known_hosts=tmp_path / "facts" / "known_hosts", **kw)
 
 
-def test_ssh_argv_pins_host_keys(tmp_path: Path) -> None:
-    argv = ssh_argv(target(tmp_path, identity=Path("/k/id")), ["cat", "/etc/os release"])
+def test_ssh_argv_pins_host_keys_and_reads_no_ssh_config(tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    key.write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    argv = ssh_argv(target(tmp_path, identity=key, connect_timeout=7), ["cat", "/etc/os release"])
     assert argv == [
         "ssh",
+        "-F", "none",
         "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={tmp_path}/facts/known_hosts",
+        "-o", f'UserKnownHostsFile="{tmp_path}/facts/known_hosts"',
         "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "KnownHostsCommand=none",
         "-o", "UpdateHostKeys=no",
         "-o", "BatchMode=yes",
-        "-o", "ConnectTimeout=10",
+        "-o", "ConnectTimeout=7",
         "-o", "ServerAliveInterval=5",
         "-o", "ServerAliveCountMax=3",
         "-o", "ControlMaster=no",
         "-o", "ControlPath=none",
+        "-o", "ProxyCommand=none",
+        "-o", "ProxyJump=none",
+        "-o", "ForwardAgent=no",
+        "-o", "ForwardX11=no",
+        "-o", "ClearAllForwardings=yes",
+        "-o", f'IdentityFile="{key}"',
+        "-o", "IdentitiesOnly=yes",
+        "-o", "IdentityAgent=none",
         "-p", "22",
-        "-i", "/k/id", "-o", "IdentitiesOnly=yes",
         "-T", "root@198.51.100.7",
         "--", "cat '/etc/os release'",
     ]  # fmt: skip
+
+
+def test_the_agent_is_asked_only_for_a_key_only_it_can_use(tmp_path: Path) -> None:
+    plain, locked = tmp_path / "plain", tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(plain)], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(locked)], check=True)
+    for key, agent in ((plain, False), (locked, True), (Path(f"{plain}.pub"), True)):
+        opts = ssh_options(target(tmp_path, identity=key))
+        assert ("IdentityAgent=none" not in opts) == agent, key
+        assert "IdentitiesOnly=yes" in opts and "ForwardAgent=no" in opts
+    # no identity: ssh's default keys and the operator's agent, as before; never forwarded
+    opts = ssh_options(target(tmp_path))
+    assert "IdentityAgent=none" not in opts and "ForwardAgent=no" in opts and "IdentitiesOnly=yes" not in opts
+
+
+def test_paths_ssh_would_misread_are_quoted_or_refused(tmp_path: Path) -> None:
+    t = SshTarget(node="w1", host="h", known_hosts=Path("/my repo/100%/known_hosts"))
+    assert 'UserKnownHostsFile="/my repo/100%%/known_hosts"' in ssh_options(t)
+    with pytest.raises(NixInfraError, match="double quote"):
+        ssh_options(SshTarget(node="w1", host="h", known_hosts=Path('/a"b/known_hosts')))
+
+
+def test_nix_gets_a_generated_ssh_config_on_a_path_without_spaces(tmp_path: Path) -> None:
+    t = SshTarget(node="w1", host="h", port=2222, known_hosts=tmp_path / "my facts" / "known_hosts")
+    with ssh_config_file(t) as config:
+        assert not any(c.isspace() for c in str(config))
+        assert nix_sshopts(config) == f"-F {config}"
+        assert (config.stat().st_mode & 0o777, config.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+        text = config.read_text()
+        assert f'UserKnownHostsFile "{tmp_path}/my facts/known_hosts"\n' in text
+        assert "StrictHostKeyChecking yes\n" in text and "Port 2222\n" in text and "User root\n" in text
+        # what ssh itself makes of it
+        shown = subprocess.run(
+            ["ssh", "-G", "-F", str(config), "h"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert f"userknownhostsfile {tmp_path}/my facts/known_hosts" in shown
+        assert {"port 2222", "user root", "forwardagent no", "stricthostkeychecking true", "connecttimeout 10"} <= set(
+            shown
+        )
+    assert not config.parent.exists()
+    with pytest.raises(NixInfraError, match="white space"):
+        nix_sshopts(Path("/my dir/ssh_config"))
 
 
 def test_nothing_in_the_code_turns_host_key_checking_off() -> None:
@@ -53,13 +109,6 @@ def test_nothing_in_the_code_turns_host_key_checking_off() -> None:
         text = path.read_text()
         for bad in ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "StrictHostKeyChecking=accept-new"):
             assert f'"{bad}' not in text and f"'{bad}" not in text and f"={bad}" not in text, (path, bad)
-
-
-def test_nix_sshopts_refuses_white_space(tmp_path: Path) -> None:
-    t = SshTarget(node="w1", host="h", known_hosts=Path("/my repo/facts/known_hosts"))
-    with pytest.raises(NixInfraError, match="white space"):
-        nix_sshopts(t)
-    assert "StrictHostKeyChecking=yes" in nix_sshopts(target(tmp_path)).split()
 
 
 def test_build_is_one_invocation_for_every_system() -> None:
@@ -284,7 +333,7 @@ def test_delivery_takes_only_unit_names_from_the_nodes_answer(tmp_path: Path, mo
     from nix_infra.process import Result
 
     out = "changed api-token\nrestarted podman-api.service\nrestarted -Hroot@example.service\nrestart-failed x;y\n"
-    monkeypatch.setattr(delivery_module, "run", lambda argv, **kw: Result(tuple(argv), 0, out, ""))
+    monkeypatch.setattr(delivery_module, "run_remote_script", lambda t, script, **kw: Result((script,), 0, out, ""))
     node = parse_manifest(json.loads(json.dumps(_manifest_data()))).nodes["worker001"]
     r = delivery_module.deliver(target(tmp_path), node, {"api-token": b"v"})
     assert r.changed == ("api-token",) and r.restarted == ("podman-api.service",) and r.restart_failed == ()
