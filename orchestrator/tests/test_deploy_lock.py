@@ -20,6 +20,7 @@ from nix_infra.lock import Holder
 
 from .conftest import example_manifest_data
 from .etcd_server import ClusterPki, EtcdServer, make_cluster_pki
+from .test_register_instance import wait_for_renewal
 
 DEADLINE = 60.0
 
@@ -78,6 +79,16 @@ def test_each_deploy_is_recorded_with_its_result(admin: Etcd) -> None:
     assert records[0]["nodes"] == ["worker001"] and records[0]["user"] == "alice"
 
 
+TTL = 10  # the dead holder's lock: long enough that a holder slowed by load keeps it, short to wait out
+
+
+def lock_lease(server: EtcdServer) -> str:
+    """The lease the deploy lock key is attached to, as etcdctl names leases (hex)."""
+    kvs = json.loads(server.etcdctl("get", DEPLOY_LOCK_KEY, "-w", "json")).get("kvs", [])
+    assert kvs and kvs[0].get("lease"), f"{DEPLOY_LOCK_KEY} is not held under a lease: {kvs}"
+    return format(int(kvs[0]["lease"]), "x")
+
+
 def test_the_lock_expires_when_its_holder_dies(
     admin: Etcd, server: EtcdServer, cluster: ClusterPki, tmp_path: Path
 ) -> None:
@@ -89,7 +100,7 @@ def test_the_lock_expires_when_its_holder_dies(
         "from nix_infra.deploylock import deploy_lock\n"
         "from nix_infra.lock import me\n"
         "tls = TlsMaterial(*(Path(p).read_bytes() for p in sys.argv[2:5]))\n"
-        "with Etcd(sys.argv[1], tls) as etcd, deploy_lock(etcd, me('nix-infra deploy'), {}, ttl=3):\n"
+        f"with Etcd(sys.argv[1], tls) as etcd, deploy_lock(etcd, me('nix-infra deploy'), {{}}, ttl={TTL}):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(600)\n"
     )
@@ -98,7 +109,7 @@ def test_the_lock_expires_when_its_holder_dies(
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"locked\n"
-        time.sleep(4)  # longer than the TTL: the keep-alive holds it
+        wait_for_renewal(server, lock_lease(server))  # the keep-alive holds it
         value = lock_value(admin)
         assert value is not None and value["pid"] == proc.pid
         proc.send_signal(signal.SIGKILL)
