@@ -51,6 +51,10 @@ _sig = signal.SIGKILL if os.environ.get("NIX_INFRA_KP_SIG", "KILL") == "KILL" el
 _count = os.environ["NIX_INFRA_KP_COUNT"]
 _n = 0
 _guard = threading.Lock()
+# Ctrl-C at a terminal raises KeyboardInterrupt. A child of a shell without job control (a CI
+# agent, `cmd &`, nohup) inherits SIGINT ignored, and Python then keeps ignoring it: the command
+# would run to its end and the INT points would kill nothing. Give it the terminal's behaviour.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def _point():
     global _n

@@ -70,7 +70,6 @@ HOSTILE = st.one_of(
 EXAMPLES = int(os.environ.get("NIX_INFRA_BOUNDARY_EXAMPLES", "60"))  # per field
 SETTINGS = settings(
     max_examples=EXAMPLES,
-    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 

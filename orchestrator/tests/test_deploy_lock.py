@@ -22,6 +22,7 @@ from nix_infra.lock import Holder, me
 
 from .conftest import example_manifest_data
 from .etcd_server import ClusterPki, EtcdServer, make_cluster_pki
+from .test_register_instance import wait_for_renewal
 
 DEADLINE = 60.0
 
@@ -127,6 +128,16 @@ def test_each_deploy_is_recorded_with_its_result(admin: Etcd) -> None:
     assert records[0]["nodes"] == ["worker001"] and records[0]["user"] == "alice"
 
 
+TTL = 10  # the dead holder's lock: long enough that a holder slowed by load keeps it, short to wait out
+
+
+def lock_lease(server: EtcdServer) -> str:
+    """The lease the deploy lock key is attached to, as etcdctl names leases (hex)."""
+    kvs = json.loads(server.etcdctl("get", DEPLOY_LOCK_KEY, "-w", "json")).get("kvs", [])
+    assert kvs and kvs[0].get("lease"), f"{DEPLOY_LOCK_KEY} is not held under a lease: {kvs}"
+    return format(int(kvs[0]["lease"]), "x")
+
+
 def test_the_lock_expires_when_its_holder_dies(
     admin: Etcd, server: EtcdServer, cluster: ClusterPki, tmp_path: Path
 ) -> None:
@@ -138,7 +149,7 @@ def test_the_lock_expires_when_its_holder_dies(
         "from nix_infra.deploylock import deploy_lock\n"
         "from nix_infra.lock import me\n"
         "tls = TlsMaterial(*(Path(p).read_bytes() for p in sys.argv[2:5]))\n"
-        "with Etcd(sys.argv[1], tls) as etcd, deploy_lock(etcd, me('nix-infra deploy'), {}, ttl=10):\n"
+        f"with Etcd(sys.argv[1], tls) as etcd, deploy_lock(etcd, me('nix-infra deploy'), {{}}, ttl={TTL}):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(600)\n"
     )
@@ -147,16 +158,7 @@ def test_the_lock_expires_when_its_holder_dies(
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"locked\n"
-        # the keep-alive holds it: etcd shows the lease's remaining TTL going up (no race with a sleep)
-        _, meta = admin.client.get(DEPLOY_LOCK_KEY)
-        assert meta is not None
-        lease_id = meta.lease_id
-        low = admin.client.get_lease_info(lease_id).TTL
-        deadline = time.monotonic() + DEADLINE
-        while (now := admin.client.get_lease_info(lease_id).TTL) <= low:
-            assert now > 0 and time.monotonic() < deadline, "the holder's lease was never renewed"
-            low = now
-            time.sleep(0.2)
+        wait_for_renewal(server, lock_lease(server))  # the keep-alive holds it
         value = lock_value(admin)
         assert value is not None and value["pid"] == proc.pid
         proc.send_signal(signal.SIGKILL)

@@ -295,9 +295,11 @@ def test_cli_watch_prints_events(
     etcd: Etcd, server: EtcdServer, cluster: ClusterPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = cli_args(server, cluster, tmp_path)
+    watching = server.watchers() + 1
+    seen: list[bool] = []
 
-    def writer() -> None:
-        time.sleep(1.0)
+    def writer() -> None:  # once the CLI's watch is registered (written anyway after the deadline)
+        seen.append(server.wait_for_watchers(watching))
         server.etcdctl("put", "/w/a", '{"x":1}')
         server.etcdctl("del", "/w/a")
 
@@ -305,6 +307,7 @@ def test_cli_watch_prints_events(
     t.start()
     code, out, _ = run_cli(capsys, "--json", *args, "watch", "/w/", "--count", "2")
     t.join()
+    assert seen == [True], "the CLI's watch was never registered"
     assert code == 0
     events = [json.loads(line) for line in out.splitlines()]
     assert events == [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,14 +224,18 @@ def test_the_admin_keeps_every_right_the_orchestrator_needs(
     code, out, _ = run_cli(capsys, *args, "get", "/cluster/nodes/")
     assert code == 0 and "/cluster/nodes/worker002" in json.loads(out)
 
-    def writer() -> None:
-        time.sleep(1.0)
+    watching = server.watchers() + 1
+    seen: list[bool] = []
+
+    def writer() -> None:  # once the CLI's watch is registered (written anyway after the deadline)
+        seen.append(server.wait_for_watchers(watching))
         server.etcdctl("put", "/w/a", "1")
 
     t = threading.Thread(target=writer)
     t.start()
     code, out, _ = run_cli(capsys, "--json", *args, "watch", "/w/", "--count", "1")
     t.join()
+    assert seen == [True], "the CLI's watch was never registered"
     assert code == 0 and json.loads(out)["key"] == "/w/a"
     assert run_cli(capsys, "--yes", *args, "del", "--prefix", "/ops/")[0] == 0
     assert admin.get_prefix("/ops/") == {}

@@ -269,7 +269,7 @@ def start_registration(server: EtcdServer, cfg: dict[str, Any]) -> subprocess.Po
     argv = [
         str(REPO / "modules/scripts/register-instance.sh"),
         "--app", reg["app"], "--group", reg["group"], "--node", reg["node"], "--address", reg["address"],
-        "--port", str(reg["port"]), "--ttl", "30", "--interval", "1", "--health-cmd", "true",
+        "--port", str(reg["port"]), "--ttl", "60", "--interval", "1", "--health-cmd", "true",
     ]  # fmt: skip
     return subprocess.Popen(argv, env=server.etcdctl_env("nodes/worker001/client"), stderr=subprocess.DEVNULL)
 
@@ -293,7 +293,7 @@ def test_render_from_a_live_etcd_after_seed_and_registration(live_etcd: EtcdServ
         config = render(node, cfg["mesh"]["template"], None, tmp_path)
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(60)
     haproxy_check(config, tmp_path)
     assert frontends(config) == {"backends_api": "127.0.0.1:5001"}
     assert servers(config, "backends_api_instances") == ["10.10.64.1:8080"]

@@ -193,7 +193,7 @@ def foreign(snapshot: dict[str, list[dict[str, Any]]]) -> list[Any]:
     ]
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.data())
 def test_apply_reaches_desired_state_and_replans_empty(data: st.DataObject) -> None:
     m = data.draw(manifests())

@@ -128,7 +128,11 @@ def test_two_provisions_at_once_leave_one_server_per_node_and_matching_pins(
     tmp_path: Path, recorded: tuple[FakeHcloud, KeyRecorder], manifest_file: Path
 ) -> None:
     """The reproduction of case 8: two runs in one repo; the second used to overwrite the
-    first's pinned host keys and adopt its servers."""
+    first's pinned host keys and adopt its servers.
+
+    The second starts once the first holds the repo's lock, and the first is stopped (SIGSTOP)
+    until the second is done: on a loaded machine, two runs merely started together may not
+    overlap at all (the first done before the second starts), and then both rightly succeed."""
     fake, hooks = recorded
     fake.set_faults(latency_seconds=0.2)
     repo = tmp_path / "repo"
@@ -141,8 +145,23 @@ def test_two_provisions_at_once_leave_one_server_per_node_and_matching_pins(
         "NIX_INFRA_HCLOUD_BACKOFF": "0.01",
     }
     argv = [sys.executable, "-m", "nix_infra", "--manifest", str(manifest_file), "--yes", "provision"]
-    runs = [subprocess.Popen(argv, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in "ab"]
-    results = [(p.wait(timeout=300), p.stderr.read().decode() if p.stderr else "") for p in runs]
+    first = subprocess.Popen(argv, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+
+        def first_holds_the_lock() -> bool:
+            holder = current_holder(repo)
+            return holder is not None and holder.pid == first.pid
+
+        wait_for(first_holds_the_lock, "the first run to hold the repo's lock")
+        first.send_signal(signal.SIGSTOP)  # mid-run, lock held: the second runs while the first cannot move
+        second = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False)
+        first.send_signal(signal.SIGCONT)
+        _, first_err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:  # a failure above: leave no run behind
+            first.kill()
+            first.communicate()
+    results = [(first.returncode, first_err.decode()), (second.returncode, second.stderr)]
     assert sorted(code for code, _ in results) == [0, 1], results
     assert any("busy" in err and "`nix-infra provision`" in err for _, err in results), results
     by_node = servers_by_node(fake)
