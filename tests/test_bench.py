@@ -38,3 +38,21 @@ def test_etcd_seed_benchmark() -> None:
     assert summary["onepct_writes"] == 50
     assert summary["first_s"] <= 2.0
     assert summary["reseed_s"] <= 0.5
+
+
+def test_mesh_convergence_benchmark() -> None:
+    """bench/mesh-convergence on the namespace mesh (quick: 4 reloads): it converges, and reloads lose nothing."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "mesh-convergence"), "--reloads", "4"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["reloads"] == 4
+    assert summary["reload_requests"] > 0 and summary["reload_failed"] == 0
+    assert summary["kill_requests"] > 0
+    # the key goes with the lease: never before it could have expired, within a generous bound after
+    assert summary["sigkill_to_removed_s"] <= summary["lease_ttl_s"] + 60
+    assert summary["sigkill_to_unrouted_s"] >= summary["sigkill_to_removed_s"]

@@ -1,4 +1,4 @@
-"""The mesh on real daemons across network namespaces (needs root): the harness of test_mesh_netns and bench/mesh-convergence.
+"""The mesh on real daemons across network namespaces (needs root): harness of test_mesh_netns, bench/mesh-convergence.
 
 Every node of MESH_SPEC is a network namespace `nxi-<node>` with one veth (`nxi<i>a`) on a bridge that lives in
 its own namespace `nxi-br` (nothing is added to the host's namespace, no route leads outside), carrying the
@@ -26,7 +26,7 @@ import subprocess
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +99,8 @@ def cleanup_stale() -> None:
         if name.startswith(f"{PREFIX}-"):
             run("ip", "netns", "pids", name, check=False)
             for pid in run("ip", "netns", "pids", name, check=False).stdout.split():
-                try:
+                with suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             run("ip", "netns", "del", name, check=False)
     for line in run("ip", "-o", "link").stdout.splitlines():
         dev = line.split(":")[1].strip().split("@")[0]
@@ -160,10 +158,8 @@ class Mesh:
         proc = self.procs.pop(label, None)
         if proc is None or proc.poll() is not None:
             return
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
@@ -273,7 +269,9 @@ class Mesh:
         template = mesh["template"].replace("/run/nix-infra-mesh/haproxy.sock", sock)
         (confdir / "templates/mesh-haproxy.cfg.tmpl").write_text(template)
         (confdir / "conf.d/mesh-haproxy.toml").write_text(
-            resource_toml(src="mesh-haproxy.cfg.tmpl", dest=str(cfg), check=f"haproxy -c -f {{{{.src}}}}", reload=str(reload))
+            resource_toml(
+                src="mesh-haproxy.cfg.tmpl", dest=str(cfg), check="haproxy -c -f {{.src}}", reload=str(reload)
+            )
         )
         ca, cert, key = self.creds(f"nodes/{node}/client")
         argv = [
@@ -309,7 +307,17 @@ class Mesh:
     def get(self, node: str = CONSUMER) -> str | None:
         """One request from `node` to 127.0.0.1:<publish>; the answering node's name, or None on failure."""
         out = subprocess.run(
-            ["ip", "netns", "exec", self.nodes[node].ns, "curl", "-fsS", "--max-time", "5", f"http://127.0.0.1:{PUBLISH}/"],
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.nodes[node].ns,
+                "curl",
+                "-fsS",
+                "--max-time",
+                "5",
+                f"http://127.0.0.1:{PUBLISH}/",
+            ],
             capture_output=True,
             text=True,
             timeout=30,
@@ -346,7 +354,11 @@ def resource_toml(*, src: str, dest: str, check: str, reload: str) -> str:
         f"reloadCmd = {json.dumps(reload)}; }}"
     )
     out = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "--expr", expr], cwd=REPO, capture_output=True, text=True, check=True
+        ["nix-instantiate", "--eval", "--strict", "--json", "--expr", expr],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     text: str = json.loads(out.stdout)
     return text

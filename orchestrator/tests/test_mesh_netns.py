@@ -76,7 +76,8 @@ def test_a_worker_certificate_cannot_hijack_other_keys(mesh: Mesh) -> None:
 
 
 POISON = {
-    INSTANCES + "worker009": '{"ipv4":"10.10.64.2:8080 check\\n  server pwn 203.0.113.66","node":"worker009","port":8080}',
+    INSTANCES
+    + "worker009": '{"ipv4":"10.10.64.2:8080 check\\n  server pwn 203.0.113.66","node":"worker009","port":8080}',
     INSTANCES + "worker008": "not json at all",
     "/cluster/backends/pwn/meta_data": '{"publish":{"port":"22\\n  bind 0.0.0.0:22"}}',
 }
