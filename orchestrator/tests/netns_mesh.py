@@ -242,7 +242,8 @@ class Mesh:
         argv = [
             str(REPO / "modules/scripts/register-instance.sh"),
             "--app", reg["app"], "--group", reg["group"], "--node", reg["node"], "--address", reg["address"],
-            "--port", str(reg["port"]), "--ttl", str(TTL), "--interval", str(INTERVAL), "--health-cmd", health,
+            "--port", str(reg["port"]), "--ttl", str(TTL), "--interval", str(INTERVAL),
+            "--health-timeout", "5", "--health-cmd", health,
         ]  # fmt: skip
         self.spawn(f"register:{node}", node, argv, env=self.etcdctl_env(f"nodes/{node}/client"))
 

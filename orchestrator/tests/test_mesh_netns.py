@@ -114,6 +114,7 @@ def test_a_sigkilled_instance_is_gone_at_lease_expiry_while_the_other_keeps_serv
     that drops worker002 (its config no longer lists it and the master logged one more successful load). Those
     are requests in flight at the kill or sent to the dead instance before that reload. Every later request
     succeeds, and is answered by worker001."""
+    wait_until("both registered and rendered", lambda: mesh.registered() == mesh.rendered_servers() == [W1, W2])
     n = reloads(mesh)
     with mesh.load() as records:
         time.sleep(1)
