@@ -49,7 +49,8 @@ CONSUMER = "worker003"
 APP_PORT = 8080
 PUBLISH = 5001
 INSTANCES = "/cluster/backends/api/instances/"
-TTL = 4  # registration lease: a SIGKILLed instance stays registered at most this long after its last renewal
+TTL = 10  # registration lease: a SIGKILLed instance stays registered at most this long after its last renewal;
+# long enough that a renewal seconds late on a loaded machine never lets a live instance's key expire
 INTERVAL = 1
 
 APP_PY = """
@@ -304,6 +305,25 @@ class Mesh:
             return []
         block = text.split("backend backends_api_instances\n", 1)[1].split("\n\n", 1)[0]
         return sorted(line.split()[1] for line in block.splitlines() if line.strip().startswith("server "))
+
+    def live_servers(self, node: str = CONSUMER) -> list[str] | None:
+        """The servers of api's backend in the haproxy process now serving (its stats socket, which the
+        newest worker holds after a reload), or None while the socket does not answer."""
+        import socket as _socket
+
+        path = str(self.nodes[node].dir / "haproxy.sock")
+        try:
+            with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(path)
+                s.sendall(b"show servers state backends_api_instances\n")
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+        except OSError:
+            return None
+        lines = [ln.split() for ln in data.decode(errors="replace").splitlines() if ln and not ln.startswith("#")]
+        return sorted(f[3] for f in lines if len(f) > 3 and f[1] == "backends_api_instances")
 
     def get(self, node: str = CONSUMER) -> str | None:
         """One request from `node` to 127.0.0.1:<publish>; the answering node's name, or None on failure."""
