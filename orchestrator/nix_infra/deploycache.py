@@ -245,8 +245,26 @@ def _nix_conf_files(environ: Mapping[str, str]) -> list[Path]:
         user = [Path(p) for p in environ["NIX_USER_CONF_FILES"].split(":") if p]
     else:
         config = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "/")) / ".config")
-        user = [Path(config) / "nix" / "nix.conf"]
+        dirs = [d for d in (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":") if d]
+        user = [Path(config) / "nix" / "nix.conf", *(Path(d) / "nix" / "nix.conf" for d in dirs)]
     return [system, *user]
+
+
+def _hash_nix_conf(h: Any, path: Path, depth: int = 0) -> None:
+    """Feed `path` and, as Nix reads them, the files it `include`s or `!include`s (relative to its
+    directory) into `h`; a missing file counts as "absent"."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        h.update(b"absent\0")
+        return
+    h.update(data + b"\0")
+    if depth >= 8:  # Nix has no limit; a loop of includes must not hang the key
+        return
+    for line in data.decode("utf-8", "replace").splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) == 2 and words[0] in ("include", "!include"):
+            _hash_nix_conf(h, path.parent / words[1], depth + 1)
 
 
 def tools_digest(environ: Mapping[str, str]) -> str:
@@ -260,11 +278,7 @@ def tools_digest(environ: Mapping[str, str]) -> str:
     for part in parts:
         h.update(part.encode("utf-8", "surrogateescape") + b"\0")
     for conf in _nix_conf_files(environ):
-        try:
-            h.update(conf.read_bytes())
-        except OSError:
-            h.update(b"absent")
-        h.update(b"\0")
+        _hash_nix_conf(h, conf)
     return h.hexdigest()
 
 
@@ -305,8 +319,8 @@ class DeployCache:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {"version": FORMAT, "nodes": {}}
-        except (OSError, ValueError):
-            return {"version": FORMAT, "nodes": {}}  # damaged: a miss, rewritten on the next record
+        except (OSError, ValueError, RecursionError):  # damaged (or nested past json's depth): a miss
+            return {"version": FORMAT, "nodes": {}}  # rewritten on the next record
         if not isinstance(data, dict) or data.get("version") != FORMAT or not isinstance(data.get("nodes"), dict):
             return {"version": FORMAT, "nodes": {}}
         return data

@@ -136,14 +136,65 @@ def connection(t: SshTarget) -> Connection:
     return conn
 
 
+class _Liveness:
+    """What ServerAliveInterval 5 / ServerAliveCountMax 3 do for OpenSSH: every 5 s a keepalive
+    the server must answer (paramiko's own keepalive asks for no answer, so a frozen sshd or a hung
+    node whose kernel still acknowledges TCP would go unnoticed); `unanswered_for()` tells a waiting
+    command how long the server has owed its answer. Also TCP_USER_TIMEOUT (15 s), so data that stays
+    unacknowledged gives the connection up: a node that vanished fails a command instead of hanging it."""
+
+    def __init__(self, transport: paramiko.Transport) -> None:
+        self.transport = transport
+        self.asked: float | None = None
+        sock = transport.sock
+        if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, KEEPALIVE_SECONDS * 3 * 1000)
+        threading.Thread(target=self._run, daemon=True, name="ssh-alive").start()
+
+    def _run(self) -> None:
+        while self.transport.is_active():
+            time.sleep(KEEPALIVE_SECONDS)
+            if not self.transport.is_active():
+                return
+            self.asked = time.monotonic()
+            try:  # an answer of either kind (OpenSSH refuses the request) proves the server is there
+                self.transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:  # the transport closed under us: the command sees it
+                return
+            self.asked = None
+
+    def unanswered_for(self) -> float:
+        asked = self.asked
+        return 0.0 if asked is None else time.monotonic() - asked
+
+
+def _liveness(transport: paramiko.Transport) -> _Liveness | None:
+    alive = getattr(transport, "_nix_infra_liveness", None)
+    return alive if isinstance(alive, _Liveness) else None
+
+
 def _detect_a_dead_peer(transport: paramiko.Transport) -> None:
-    """What ServerAliveInterval 5 / ServerAliveCountMax 3 do for OpenSSH: a keepalive every 5 s,
-    and the connection given up when data stays unacknowledged for 15 s (TCP_USER_TIMEOUT), so a
-    node that vanished (network restarted by a switch) fails a command instead of hanging it."""
-    transport.set_keepalive(KEEPALIVE_SECONDS)
-    sock = transport.sock
-    if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, KEEPALIVE_SECONDS * 3 * 1000)
+    transport._nix_infra_liveness = _Liveness(transport)  # type: ignore[attr-defined]
+
+
+_original_handle_request = paramiko.Channel._handle_request  # type: ignore[attr-defined]
+
+
+def _handle_request(self: paramiko.Channel, m: paramiko.Message) -> None:
+    """paramiko drops the `exit-signal` request (RFC 4254 6.10): a command killed by a signal looks
+    like a cut connection. Record the signal's name and end the wait for a status as OpenSSH does."""
+    start = m.packet.tell()
+    if m.get_text() != "exit-signal":
+        m.packet.seek(start)
+        _original_handle_request(self, m)
+        return
+    m.get_boolean()  # want_reply: never set for exit-signal
+    self._nix_infra_exit_signal = m.get_text()  # type: ignore[attr-defined]
+    self.status_event.set()
+
+
+# the transport dispatches channel messages through a table of the functions themselves
+paramiko.Transport._channel_handler_table[paramiko.common.MSG_CHANNEL_REQUEST] = _handle_request  # type: ignore[attr-defined]
 
 
 class _Session:
@@ -291,6 +342,10 @@ def _exec(transport: paramiko.Transport, command: str, stdin: bytes | None, time
                 break
             if not transport.is_active():
                 raise EOFError("the connection dropped")
+            alive = _liveness(transport)
+            if alive is not None and alive.unanswered_for() > KEEPALIVE_SECONDS * 3:
+                transport.close()
+                raise EOFError(f"Timeout, server not responding (no answer for {KEEPALIVE_SECONDS * 3} s)")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"timed out after {timeout} s")
             if got:
@@ -299,6 +354,10 @@ def _exec(transport: paramiko.Transport, command: str, stdin: bytes | None, time
                 channel.status_event.wait(1.0)
             else:  # wait for output, EOF or close (paramiko signals them on the channel's fileno)
                 select.select([channel], [], [], 1.0)
+        killed_by = getattr(channel, "_nix_infra_exit_signal", None)
+        if killed_by is not None:  # exit 255 as OpenSSH's; the session is fine
+            err += f"remote command killed by signal {killed_by}\n".encode("utf-8", "replace")
+            return Outcome(CONNECTION_FAILED, bytes(out), bytes(err))
         # paramiko reports -1 when the channel closed without an exit status (the session was cut)
         code = channel.recv_exit_status() if channel.exit_status_ready() else -1
         if code < 0:
