@@ -16,7 +16,6 @@ import base64
 import functools
 import logging
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -77,11 +76,13 @@ def identity_needs_agent(path: Path) -> bool:
         return True
     if "ENCRYPTED" in text:  # PEM (Proc-Type: 4,ENCRYPTED) and PKCS#8 (BEGIN ENCRYPTED PRIVATE KEY)
         return True
-    match = re.search(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END OPENSSH PRIVATE KEY-----", text, re.S)
-    if match is None:
+    begin, end = "-----BEGIN OPENSSH PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"
+    start = text.find(begin)
+    stop = text.find(end, start + len(begin)) if start >= 0 else -1
+    if stop < 0:
         return False
     try:
-        blob = base64.b64decode("".join(match.group(1).split()))
+        blob = base64.b64decode("".join(text[start + len(begin) : stop].split()))
     except ValueError:
         return False
     magic = b"openssh-key-v1\0"

@@ -41,6 +41,7 @@ from nix_infra.manifest import (
     parse_manifest,
 )
 from nix_infra.process import Result
+from nix_infra.ssh import ssh_argv
 
 from .conftest import run_cli
 from .test_boundary import ecma_validator
@@ -271,11 +272,12 @@ def test_action(
 
     monkeypatch.setattr("nix_infra.cli_secrets.run_attached", attached)
 
-    def captured(argv: list[str], **k: Any) -> Any:
+    def captured(target: Any, command: list[str], **k: Any) -> Any:
+        argv = ssh_argv(target, command)  # the command line OpenSSH would send: same quoting as the session's
         argvs.append(argv)
         return Result(tuple(argv), 0, "", "", b"output\n")
 
-    monkeypatch.setattr("nix_infra.cli_secrets.run", captured)
+    monkeypatch.setattr("nix_infra.cli_secrets.run_remote", captured)
     stored: list[tuple[str, bytes]] = []
     monkeypatch.setattr("nix_infra.cli_secrets.SecretStore.set", lambda self, n, v: stored.append((n, v)))
     parts = {"NODE": "worker001", "APP": "api", "ACTION": "migrate"}

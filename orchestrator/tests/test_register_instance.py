@@ -275,7 +275,8 @@ def test_registration_works_under_etcd_rbac(tmp_path: Path) -> None:
             assert registration.proc.wait(DEADLINE) == 0
             assert registration.value() is None
             assert registration.leases() == []  # revoked with the node's certificate
-            assert "failed" not in registration.log.read_text()
+            # deregistered with the node's certificate (an etcd retry logged under load is no failure of it)
+            assert f"etcd: del {KEY} failed" not in registration.log.read_text()
         finally:
             registration.stop()
     finally:
