@@ -28,6 +28,14 @@ class Result:
     stdout_bytes: bytes = b""  # the raw output, for commands whose output may be binary (a secret)
 
 
+def command_failed(label: str, returncode: int, stderr: str) -> NixInfraError:
+    """The error of a command that exited `returncode`: its label and the last 20 lines of its stderr."""
+    tail = "\n".join(stderr.strip().splitlines()[-20:])
+    return NixInfraError(
+        f"{label} failed (exit {returncode}):\n{tail}" if tail else f"{label} failed (exit {returncode})"
+    )
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -75,12 +83,7 @@ def run(
     stderr = err.decode(errors="replace")
     result = Result(tuple(argv), returncode, stdout, stderr, out)
     if check and returncode != 0:
-        tail = "\n".join(stderr.strip().splitlines()[-20:])
-        raise NixInfraError(
-            f"{what or shown} failed (exit {returncode}):\n{tail}"
-            if tail
-            else f"{what or shown} failed (exit {returncode})"
-        )
+        raise command_failed(what or shown, returncode, stderr)
     return result
 
 

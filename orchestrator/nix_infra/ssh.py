@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nix_infra.errors import NixInfraError
-from nix_infra.process import Result
+from nix_infra.process import Result, command_failed
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +245,7 @@ def run_remote_script(
     stderr = outcome.stderr.decode(errors="replace")
     result = Result(("ssh", t.destination, script), outcome.returncode, stdout, stderr, outcome.stdout)
     if check and outcome.returncode != 0:
-        tail = "\n".join(stderr.strip().splitlines()[-20:])
-        raise NixInfraError(
-            f"{label} failed (exit {outcome.returncode}):\n{tail}"
-            if tail
-            else f"{label} failed (exit {outcome.returncode})"
-        )
+        raise command_failed(label, outcome.returncode, stderr)
     return result
 
 

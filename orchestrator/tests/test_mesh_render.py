@@ -38,6 +38,7 @@ from nix_infra.manifest import parse_manifest
 
 from .conftest import REPO, example_manifest_data
 from .etcd_server import EtcdServer, make_cluster_pki
+from .netns_mesh import node_configs
 from .tools import tool
 
 BIG_SPEC = "import ./bench/cluster.nix { size = 40; }"
@@ -159,18 +160,6 @@ def confd_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfdNode]:
         yield ConfdNode(server, ca, cert, key)
     finally:
         server.stop()
-
-
-def node_configs(spec_expr: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [
-            "nix-instantiate", "--eval", "--strict", "--json", "--expr",
-            f"builtins.mapAttrs (_: n: n.config) ((import ./lib).evalCluster ({spec_expr})).nodes",
-        ],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
 
 
 def snapshot_from_manifest(manifest: dict[str, Any]) -> dict[str, str]:
