@@ -193,9 +193,10 @@ def test_delivery_rotation_and_removal(secure: Cluster, capsys: pytest.CaptureFi
 
     def sample_argv() -> None:  # every process's argv, as often as we can, while deploying
         while not stop.is_set():
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-                with contextlib.suppress(OSError):  # processes come and go
-                    seen.append(cmdline.read_bytes())
+            for pid in os.listdir("/proc"):  # not Path.glob: it stats entries, and a process may end meanwhile
+                if pid.isdigit():
+                    with contextlib.suppress(OSError):  # processes come and go
+                        seen.append(Path("/proc", pid, "cmdline").read_bytes())
 
     sampler = threading.Thread(target=sample_argv)
     sampler.start()
