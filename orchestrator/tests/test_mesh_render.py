@@ -352,7 +352,10 @@ HOSTILE: dict[str, dict[str, str]] = {
     "instance missing ipv4": {API + "worker009": '{"node":"worker009","port":8080}'},
     "instance extra field": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":8080,"x":1}'},
     "instance ipv4 three octets": {API + "worker009": '{"ipv4":"10.10.64","node":"worker009","port":8080}'},
-    "instance ipv4 octet 256": {API + "worker009": '{"ipv4":"10.10.64.256","node":"worker009","port":8080}'},
+    "instance ipv4 octet 256": {  # its node record says the same: only the octet rule can skip it
+        "/cluster/nodes/worker009": '{"ipv4":"10.10.64.256","name":"worker009","services":[]}',
+        API + "worker009": '{"ipv4":"10.10.64.256","node":"worker009","port":8080}',
+    },
     "instance ipv4 letters": {API + "worker009": '{"ipv4":"a.b.c.d","node":"worker009","port":8080}'},
     "instance ipv4 hostname": {API + "worker009": '{"ipv4":"evil.example","node":"worker009","port":8080}'},
     "instance port 0": {API + "worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":0}'},
@@ -411,6 +414,11 @@ HOSTILE: dict[str, dict[str, str]] = {
     "meta missing": {"/cluster/backends/evil/instances/worker009": '{"ipv4":"10.10.64.9","node":"worker009","port":1}'},
     "app name not a name": {"/cluster/backends/Evil App/meta_data": GOOD_META},
 }
+# Every instance case has worker009's node record unless the case is about that record: else the
+# "no node record" rule would skip each of them, and the rule a case is named after would go untested.
+for _case, _records in HOSTILE.items():
+    if _case.startswith("instance") and "/cluster/nodes/worker009" not in _records and "without a record" not in _case:
+        HOSTILE[_case] = {**W9_RECORD, **_records}
 
 
 @pytest.fixture(scope="module")
